@@ -1,0 +1,50 @@
+# Preflight: everything the project needs is installed from here, on a fresh Debian 12 machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: demo test lint pytest system-deps clean
+
+## demo: tune, gather facts and report on this machine (the embedded localhost inventory)
+demo: $(VENV)/.runtime
+	@start=$$(date +%s); \
+	$(VENV)/bin/ansible-playbook playbooks/site.yml; rc=$$?; \
+	echo "make demo: $$(( $$(date +%s) - start )) s"; \
+	echo "Report: $$(readlink -f reports/latest)"; exit $$rc
+
+## test: install test needs, lint, and run the whole suite
+test: $(VENV)/.dev lint pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ansible-lint --profile production -q
+
+pytest: $(VENV)/.dev
+	$(VENV)/bin/pytest -q tests $(PYTEST_ARGS)
+
+# Debian packages: a venv-capable Python, sshd for the SSH test hosts.
+system-deps:
+	@missing=""; \
+	$(shell command -v python3) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.runtime: requirements.txt | system-deps
+	python3 -m venv $(VENV)
+	$(PIP) install -U pip
+	$(PIP) install -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .cache reports

@@ -1,0 +1,52 @@
+"""Shared fixtures: real SSH test hosts and a guard that puts the kernel's tunables back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.sshfleet import SshFleet
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+KERNEL_TUNABLES = [
+    THP / "enabled",
+    THP / "defrag",
+    THP / "khugepaged" / "defrag",
+    Path("/proc/sys/vm/nr_hugepages"),
+]
+
+
+def _selected(text: str) -> str:
+    """'always [madvise] never' -> 'madvise'; plain values pass through."""
+    text = text.strip()
+    if "[" in text:
+        return text.split("[", 1)[1].split("]", 1)[0]
+    return text
+
+
+def read_tunables() -> dict[Path, str]:
+    return {p: p.read_text() for p in KERNEL_TUNABLES if p.exists()}
+
+
+@pytest.fixture
+def restore_kernel_tunables():
+    """Record THP and hugepage tunables, give them back after the test whatever happened."""
+    before = read_tunables()
+    yield before
+    for path, text in before.items():
+        value = _selected(text)
+        if _selected(path.read_text()) != value:
+            path.write_text(value)
+
+
+@pytest.fixture(scope="session")
+def ssh_fleet(tmp_path_factory):
+    """Three live sshd hosts on 127.0.0.2-4 and one address where nothing listens."""
+    fleet = SshFleet(
+        workdir=tmp_path_factory.mktemp("sshfleet"),
+        addresses=["127.0.0.2", "127.0.0.3", "127.0.0.4"],
+        unreachable=["127.0.0.254"],
+    ).start()
+    yield fleet
+    fleet.stop()

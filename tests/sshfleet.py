@@ -1,0 +1,157 @@
+"""Real SSH test hosts: one sshd process per loopback address (127.0.0.N), key auth as root.
+
+All hosts share this machine's kernel, so a THP write through one is a write on all; tests
+that tune must expect that. An "unreachable" host is an inventory entry with an address where
+nothing listens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SSHD = "/usr/sbin/sshd"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(address: str, port: int, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"sshd on {address}:{port} did not start listening within {deadline_s} s")
+
+
+@dataclass
+class SshFleet:
+    """sshd instances on 127.0.0.N, started and stopped by the tests themselves."""
+
+    workdir: Path
+    addresses: list[str]
+    unreachable: list[str] = field(default_factory=list)
+    port: int = 0
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def client_key(self) -> Path:
+        return self.workdir / "client_key"
+
+    def hostnames(self) -> list[str]:
+        return [f"node{i + 1}" for i in range(len(self.addresses))]
+
+    def start(self) -> SshFleet:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        host_key = self.workdir / "host_key"
+        if not host_key.exists():
+            for key in (host_key, self.client_key):
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        authorized = self.workdir / "authorized_keys"
+        authorized.write_text((self.workdir / "client_key.pub").read_text())
+        Path("/run/sshd").mkdir(exist_ok=True)
+        for address in self.addresses:
+            pidfile = self.workdir / f"sshd-{address}.pid"
+            config = self.workdir / f"sshd-{address}.conf"
+            config.write_text(
+                "\n".join(
+                    [
+                        f"ListenAddress {address}",
+                        f"Port {self.port}",
+                        f"HostKey {host_key}",
+                        f"AuthorizedKeysFile {authorized}",
+                        f"PidFile {pidfile}",
+                        "PermitRootLogin prohibit-password",
+                        "PasswordAuthentication no",
+                        "UsePAM no",
+                        "StrictModes no",
+                        "MaxSessions 50",
+                        "MaxStartups 50:30:100",
+                        f"Subsystem sftp {_sftp_server()}",
+                        # The controller's Python environment, so modules run where the test installed deps.
+                        "AcceptEnv LANG LC_*",
+                        "",
+                    ]
+                )
+            )
+            subprocess.run([SSHD, "-f", str(config)], check=True)
+            _wait_for_port(address, self.port)
+            self.pids.append(int(pidfile.read_text().strip()))
+        return self
+
+    def stop(self) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.pids.clear()
+
+    def inventory(self, path: Path, group: str = "fleet", extra_vars: dict | None = None) -> Path:
+        """Write a YAML inventory of the live hosts (node1..) plus the unreachable ones (dead1..)."""
+        common = {
+            "ansible_port": self.port,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.client_key),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            "-o ConnectTimeout=5 -o ControlPath=none",
+            # The node's Python: the interpreter running the tests has every module dependency.
+            "ansible_python_interpreter": sys.executable,
+        }
+        hosts = {name: {"ansible_host": addr} for name, addr in zip(self.hostnames(), self.addresses, strict=True)}
+        for i, addr in enumerate(self.unreachable):
+            hosts[f"dead{i + 1}"] = {"ansible_host": addr}
+        doc = {"all": {"vars": {**common, **(extra_vars or {})}, "children": {group: {"hosts": hosts}}}}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+
+def _sftp_server() -> str:
+    for candidate in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server"):
+        if os.path.exists(candidate):
+            return candidate
+    return "internal-sftp"
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    """Environment for running ansible-playbook from the repo against test hosts."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bindir}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env.update(extra)
+    return env
+
+
+def run_playbook(
+    playbook: str | Path,
+    inventory: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess:
+    """Run the real ansible-playbook; returns the completed process (stdout and stderr kept)."""
+    bindir = Path(sys.executable).parent
+    cmd = [str(bindir / "ansible-playbook"), "-i", str(inventory), str(REPO / playbook), *args]
+    return subprocess.run(
+        cmd, cwd=REPO, env=env or ansible_env(), capture_output=True, text=True, timeout=timeout
+    )
