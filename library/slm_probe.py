@@ -1,0 +1,227 @@
+#!/usr/bin/python
+"""Ansible module: run one Preflight probe (python -m probes <probe> --json) in the host's probe runtime."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: slm_probe
+short_description: Run one Preflight probe in the host's probe runtime and return its JSON result
+description:
+  - Runs C(python -m probes <probe> <flags> --json) as an argument list (never through a shell) with the
+    probe runtime's interpreter, C(runtime_dir) first on C(PYTHONPATH), and the environment given.
+  - O(options) is a dictionary of probe options; each is checked against the probe's whitelist and its
+    type before anything runs, and becomes the probe's flag (C(max_model_len: 2048) -> C(--max-model-len 2048)).
+    An unknown option fails with its name and the options the probe allows.
+  - The probe runs in its own process group; when it outlives O(timeout) the whole group is stopped
+    (SIGTERM, then SIGKILL), a vLLM server it started included.
+  - Returns the probe's envelope as RV(result) and as the fact C(preflight_probe_results.<name>), so results of
+    several probes merge into one dictionary per host.
+  - A probe that fails returns its exit status, the tail of its stderr and the command, with its envelope
+    when it printed one.
+  - In check mode the command is built and returned, and nothing runs.
+version_added: "0.1.0"
+author: Preflight
+options:
+  probe:
+    description: The probe to run.
+    type: str
+    required: true
+    choices: [load, generate, ttft, kv, batching]
+  name:
+    description:
+      - The key of the result under C(preflight_probe_results). Defaults to O(probe).
+      - Lets one probe run twice in a plan (C(kv) at one length, C(kv_sweep) over several).
+    type: str
+  options:
+    description:
+      - Probe options, by name; see C(module_utils/preflight/probe_runner.py) C(PROBE_OPTIONS) for each probe's list.
+      - Switches take C(true)/C(false); lists (for example O(options.concurrency)) take YAML lists; C(null) leaves
+        the probe's default.
+    type: dict
+    default: {}
+  python:
+    description: The probe runtime's interpreter (a path, or a name found on C(PATH)).
+    type: str
+    default: python3
+  runtime_dir:
+    description: The directory that holds the C(probes) package (the role C(probe_runtime) puts it there).
+    type: path
+    default: /opt/preflight
+  env:
+    description:
+      - Extra environment for the probe, for example C({PYTHONPATH: /tmp/site, VLLM_USE_FLASHINFER_SAMPLER: "0"}).
+      - O(runtime_dir) is always put first on C(PYTHONPATH). C(HF_HUB_OFFLINE=1) unless set here.
+    type: dict
+    default: {}
+  timeout:
+    description: Seconds the probe may run before it (and every process it started) is stopped.
+    type: int
+    default: 1800
+attributes:
+  check_mode:
+    support: full
+    details: Returns the command in RV(cmd) and runs nothing.
+  diff_mode:
+    support: none
+notes:
+  - The module reports C(changed=false): a probe measures and leaves the node as it found it
+    (a cache drop is opt-in, via the load probe's C(drop_caches) option, and is reported in the probe's params).
+  - Long probes are best run with C(async) and C(poll) so the operator sees that the host is still working.
+"""
+
+EXAMPLES = r"""
+- name: Measure cold and warm model load on the probe model
+  slm_probe:
+    probe: load
+    python: /opt/preflight/venv/bin/python
+    options:
+      model: /opt/preflight/models/tiny
+      repeats: 3
+
+- name: TTFT on the GPU box's existing interpreter, with vLLM from /tmp/site
+  slm_probe:
+    probe: ttft
+    python: /usr/bin/python3
+    env:
+      PYTHONPATH: /tmp/site
+      VLLM_USE_FLASHINFER_SAMPLER: "0"
+    options:
+      model: /opt/preflight/models/qwen2.5-1.5b
+      max_model_len: 4096
+      gpu_memory_utilization: 0.5
+    timeout: 900
+  async: 960
+  poll: 15
+"""
+
+RETURN = r"""
+cmd:
+  description: The command, as the argument list that ran (or would run, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/opt/preflight/venv/bin/python, -m, probes, load, --model, /opt/preflight/models/tiny, --json]
+rc:
+  description: The probe's exit status; absent in check mode and when it could not start.
+  returned: when the probe ran
+  type: int
+  sample: 0
+duration_s:
+  description: Wall-clock seconds the probe ran.
+  returned: when the probe ran
+  type: float
+  sample: 12.4
+timed_out:
+  description: Whether the probe was stopped at O(timeout).
+  returned: when the probe ran
+  type: bool
+stderr_tail:
+  description: The last lines of the probe's stderr (at most 40 lines, 4000 characters).
+  returned: when the probe ran
+  type: str
+result:
+  description: The probe's envelope (schema_version, probe, host, started_at, duration_s, params, results, verdicts, environment).
+  returned: when the probe printed one
+  type: dict
+ansible_facts:
+  description: C(preflight_probe_results) with one key, O(name), holding RV(result).
+  returned: success
+  type: dict
+  contains:
+    preflight_probe_results:
+      description: Probe name -> envelope.
+      type: dict
+      returned: success
+"""
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.preflight import probe_runner  # noqa: E402
+
+
+def _python_problem(python: str) -> str | None:
+    if os.sep in python:
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            return f"python {python} is not an executable file on this host"
+        return None
+    if shutil.which(python) is None:
+        return f"python {python!r} is not on this host's PATH; give the probe runtime's interpreter as a path"
+    return None
+
+
+def run_module() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "probe": {"type": "str", "required": True, "choices": list(probe_runner.PROBES)},
+            "name": {"type": "str"},
+            "options": {"type": "dict", "default": {}},
+            "python": {"type": "str", "default": "python3"},
+            "runtime_dir": {"type": "path", "default": "/opt/preflight"},
+            "env": {"type": "dict", "default": {}},
+            "timeout": {"type": "int", "default": 1800},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    probe, name = p["probe"], p["name"] or p["probe"]
+    result: dict = {"changed": False, "probe": probe, "name": name}
+
+    if p["timeout"] <= 0:
+        module.fail_json(msg=f"timeout must be a positive number of seconds, got {p['timeout']}", **result)
+    try:
+        cmd = probe_runner.build_command(p["python"], probe, p["options"])
+    except probe_runner.ProbeArgumentError as err:
+        module.fail_json(msg=str(err), errors=err.errors, **result)
+    result["cmd"] = cmd
+
+    problems = [
+        msg
+        for msg in (
+            _python_problem(p["python"]),
+            None
+            if os.path.isfile(os.path.join(p["runtime_dir"], "probes", "__main__.py"))
+            else f"runtime_dir {p['runtime_dir']} holds no probes package (probes/__main__.py); "
+            "run the probe_runtime role first",
+        )
+        if msg
+    ]
+    if module.check_mode:
+        # The runtime may be one that the same check run would only have created: say so, run nothing.
+        result["msg"] = "check mode: would run " + " ".join(cmd)
+        for problem in problems:
+            module.warn(f"{problem} (ignored in check mode)")
+        module.exit_json(**result)
+    if problems:
+        module.fail_json(msg="; ".join(problems), **result)
+
+    env = probe_runner.probe_env(p["runtime_dir"], p["env"])
+    run = probe_runner.run(cmd, probe, env, p["runtime_dir"], p["timeout"])
+    result.update(
+        rc=run.rc,
+        duration_s=run.duration_s,
+        timed_out=run.timed_out,
+        stderr_tail=probe_runner.tail(run.stderr),
+    )
+    if run.envelope is not None:
+        result["result"] = run.envelope
+    if not run.ok:
+        where = f"probe {name} ({' '.join(cmd)})"
+        detail = run.problem or "failed"
+        last = probe_runner.tail(run.stderr, lines=1, chars=300)
+        msg = f"{where}: {detail}" + (f"; last stderr line: {last}" if last else "")
+        if run.envelope is None and run.stdout.strip():
+            result["stdout_tail"] = probe_runner.tail(run.stdout)
+        module.fail_json(msg=msg, **result)
+    result["ansible_facts"] = {"preflight_probe_results": {name: run.envelope}}
+    module.exit_json(**result)
+
+
+def main() -> None:
+    run_module()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Preflight's shared logic for its Ansible modules: plain Python, importable without Ansible."""

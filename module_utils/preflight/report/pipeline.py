@@ -1,0 +1,134 @@
+"""One run's reports: build every host document, judge it, compare it, render it, and write it atomically.
+
+build_run() computes everything in memory (check mode stops there); write_run() writes the files, each
+through a temp file and a rename, and only then moves `latest` to the new run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+
+from ansible.module_utils.preflight.report import (
+    checks,
+    document,
+    fleet,
+    history,
+    junit,
+    prometheus,
+    recommendations,
+    render_html,
+    render_markdown,
+)
+from ansible.module_utils.preflight.report.files import (
+    LATEST,
+    check_run_id,
+    new_run_id,
+    point_symlink_atomic,
+    write_atomic,
+)
+from ansible.module_utils.preflight.report.schema import validation_errors
+
+PROM_FILE = "preflight.prom"
+
+
+class ReportError(Exception):
+    pass
+
+
+def file_stem(host: str) -> str:
+    """Inventory names are usually safe file names; anything else becomes '_'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", host).lstrip(".")
+    return stem or "_"
+
+
+def build_run(
+    items: list[dict],
+    report_dir: str,
+    run_id: str | None = None,
+    now: datetime | None = None,
+    outlier_score: float = fleet.DEFAULT_SCORE_LIMIT,
+    outlier_min_relative: float = fleet.DEFAULT_MIN_RELATIVE,
+    compare_history: bool = True,
+) -> dict:
+    now = now or datetime.now(timezone.utc)
+    run_id = check_run_id(run_id) if run_id else new_run_id(now)
+    time = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = [item.get("host") for item in items]
+    if not names or any(not n for n in names):
+        raise ReportError("every host entry needs a 'host' name, and there must be at least one host")
+    stems = {}
+    for name in names:
+        other = stems.setdefault(file_stem(name), name)
+        if other != name or names.count(name) > 1:
+            raise ReportError(f"hosts {other!r} and {name!r} would write the same report files")
+
+    problems = []
+    docs = []
+    for item in sorted(items, key=lambda i: i["host"]):
+        try:
+            docs.append(document.build(item, run_id, time))
+        except ValueError as exc:  # bad thresholds or level: every host's problem is listed at once
+            problems.append(f"{item['host']}: {exc}")
+    if problems:
+        raise ReportError("cannot build the reports: " + " | ".join(problems))
+
+    for doc in docs:
+        doc["checks"] = checks.run_checks(doc)
+    for host, found in fleet.outliers(docs, outlier_score, outlier_min_relative).items():
+        next(d for d in docs if d["host"] == host)["outliers"] = found
+    for doc in docs:
+        doc["recommendations"] = recommendations.recommend(doc)
+        doc["verdict"] = document.verdict(doc)
+    if compare_history:
+        previous = history.previous_documents(report_dir, run_id, time, [d["host"] for d in docs])
+        for doc in docs:
+            if doc["host"] in previous and doc["status"] != "unreachable":
+                doc["history"] = history.compare(previous[doc["host"]], doc)
+
+    invalid = []
+    for doc in docs:
+        invalid += [f"{doc['host']}: {err}" for err in validation_errors(doc)]
+    if invalid:
+        raise ReportError(
+            "a host document does not match the schema (a bug in Preflight, please report it): "
+            + " | ".join(invalid[:20])
+        )
+
+    files = {d["host"]: {kind: f"{file_stem(d['host'])}.{kind}" for kind in ("json", "md", "html")} for d in docs}
+    summary = fleet.summary(docs, run_id, time, files)
+    outputs: dict[str, str] = {}
+    for doc in docs:
+        names = files[doc["host"]]
+        outputs[names["json"]] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        outputs[names["md"]] = render_markdown.host_report(doc)
+        outputs[names["html"]] = render_html.host_page(doc)
+    outputs["summary.json"] = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    outputs["summary.md"] = render_markdown.summary_report(summary)
+    outputs["summary.html"] = render_html.fleet_page(summary)
+    outputs[PROM_FILE] = prometheus.textfile(docs, run_id, now.timestamp())
+    outputs["junit.xml"] = junit.junit_xml(docs, run_id, time)
+    return {"run_id": run_id, "time": time, "docs": docs, "summary": summary, "outputs": outputs}
+
+
+def write_run(run: dict, report_dir: str, prometheus_dir: str | None = None) -> list[str]:
+    """Write every output of `run`; returns the paths written, `latest` last."""
+    run_dir = os.path.join(report_dir, run["run_id"])
+    os.makedirs(run_dir, exist_ok=True)
+    written = []
+    # Host files first and summary last, so a summary never lists a host file that is not there yet.
+    order = sorted(run["outputs"], key=lambda n: (n.startswith("summary.") or n in (PROM_FILE, "junit.xml"), n))
+    for name in order:
+        path = os.path.join(run_dir, name)
+        write_atomic(path, run["outputs"][name])
+        written.append(path)
+    if prometheus_dir:
+        path = os.path.join(prometheus_dir, PROM_FILE)
+        write_atomic(path, run["outputs"][PROM_FILE])
+        written.append(path)
+    latest = os.path.join(report_dir, LATEST)
+    point_symlink_atomic(latest, run["run_id"])
+    written.append(latest)
+    return written

@@ -1,0 +1,366 @@
+"""Markdown for people: the per-host report and the fleet summary. What to do comes first."""
+
+from __future__ import annotations
+
+import json
+
+from ansible.module_utils.preflight.report import fleet, metrics
+from ansible.module_utils.preflight.report import thresholds as thr
+
+ICON = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
+PROBE_ORDER = ["load", "generate", "ttft", "kv", "batching"]
+
+
+def cell(value) -> str:
+    """A table cell: nulls shown as a dash (never 0), pipes and newlines escaped."""
+    if value is None:
+        text = "-"
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True)
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip() or "-"
+
+
+def table(head: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return out + [""]
+
+
+def expectation(c: dict) -> str:
+    if c["threshold"]:
+        return thr.describe(c["threshold"], c["unit"])
+    return cell(c["expected"])
+
+
+def recommendation_line(r: dict) -> str:
+    evidence = "; ".join(
+        f"{e['what']}: {cell(e['value'])}{(' ' + e['unit']) if e.get('unit') else ''}" for e in r["evidence"]
+    )
+    return (
+        f"Set `{r['variable']}: {json.dumps(r['value'])}` (now {json.dumps(r['current'])}). "
+        f"{r['reason']} Evidence: {evidence}."
+    )
+
+
+def not_run(doc: dict) -> list[str]:
+    return [p for p in PROBE_ORDER if p not in doc["probes"]]
+
+
+def host_report(doc: dict) -> str:
+    host = doc["host"]
+    lines = [
+        f"# Preflight: {host} — {ICON[doc['verdict']]}",
+        "",
+        f"Run `{doc['run_id']}` at {doc['time']} · level **{doc['level']}** · class `{doc['gpu_class']}` · "
+        f"status **{doc['status']}**",
+        "",
+    ]
+    if doc["error"]:
+        task = doc["error"].get("task") or "unknown task"
+        lines += [f"> **{doc['status'].upper()}** at `{task}`: {doc['error']['msg']}", ""]
+
+    lines += ["## What to do", ""]
+    todo = [c for c in doc["checks"] if c["status"] == "fail"] + [c for c in doc["checks"] if c["status"] == "warn"]
+    for c in todo:
+        lines.append(f"- **{ICON[c['status']]}** `{c['id']}` — {c['reason']}")
+    for r in doc["recommendations"]:
+        lines.append(f"- **RECOMMEND** {recommendation_line(r)}")
+    for o in doc["outliers"]:
+        lines.append(
+            f"- **OUTLIER** {fleet.describe_outlier(o)}: compare this node's hardware and settings with its class."
+        )
+    for r in (doc["history"] or {}).get("regressions", []):
+        lines.append(f"- **REGRESSION** {r['what']}: {cell(r['before'])} -> {cell(r['after'])}. {r['reason']}")
+    if not (todo or doc["recommendations"] or doc["outliers"] or (doc["history"] or {}).get("regressions")):
+        lines.append("Nothing: every check passed and nothing stands out.")
+    lines.append("")
+
+    if doc["checks"]:
+        c = fleet.counts(doc["checks"])
+        lines += [f"## Checks ({c['pass']} pass, {c['warn']} warn, {c['fail']} fail, {c['skip']} skip)", ""]
+        lines += table(
+            ["status", "check", "measured", "expected / threshold", "reason"],
+            [
+                [ICON[c["status"]], c["id"], _with_unit(c["measured"], c["unit"]), expectation(c), c["reason"]]
+                for c in doc["checks"]
+            ],
+        )
+
+    lines += settings_section(doc)
+    lines += probes_section(doc)
+    lines += history_section(doc)
+    lines += facts_section(doc)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _with_unit(value, unit):
+    if value is None or not unit or isinstance(value, (dict, list, bool)):
+        return value
+    return f"{cell(value)} {unit}"
+
+
+def settings_section(doc: dict) -> list[str]:
+    if not doc["settings"]:
+        if doc["status"] == "unreachable":
+            return []
+        return ["## Settings (before -> after)", "", "No tuning role reported on this host.", ""]
+    rows, persist = [], []
+    for role, result in sorted(doc["settings"].items()):
+        for s in result.get("settings") or []:
+            rows.append(
+                [
+                    role,
+                    s.get("name"),
+                    s.get("before"),
+                    s.get("after"),
+                    s.get("desired"),
+                    "yes" if s.get("changed") else "no",
+                ]
+            )
+        for p in result.get("persistence") or []:
+            persist.append([role, p.get("method"), p.get("state"), p.get("path"), p.get("detail")])
+        for svc in result.get("services") or []:
+            rows.append(
+                [
+                    role,
+                    f"service {svc.get('name')}",
+                    None,
+                    svc.get("dropin_path"),
+                    None,
+                    "yes" if svc.get("changed") else "no",
+                ]
+            )
+    out = ["## Settings (before -> after)", ""]
+    out += table(["role", "setting", "before", "after", "desired", "changed"], rows)
+    if persist:
+        out += ["### Persistence", ""] + table(["role", "method", "state", "where", "detail"], persist)
+    return out
+
+
+def probes_section(doc: dict) -> list[str]:
+    if doc["status"] == "unreachable":
+        return []
+    out = ["## Probes", ""]
+    figures = metrics.figures(doc)
+    for probe in sorted(doc["probes"], key=lambda p: (PROBE_ORDER.index(p) if p in PROBE_ORDER else 99, p)):
+        env = doc["probes"][probe]
+        took = f" ({env['duration_s']:g} s)" if env.get("duration_s") is not None else ""
+        out += [f"### {probe}{took}", ""]
+        rows = [
+            [
+                f["label"].split(": ", 1)[-1],
+                f["value"],
+                _interval(f),
+                f["p5"],
+                f["p95"],
+                f["n"],
+                f["unit"],
+                f["spread_warning"],
+            ]
+            for f in figures
+            if f["probe"] == probe
+        ]
+        if rows:
+            out += table(["figure", "median", "95 % CI", "p5", "p95", "n", "unit", "note"], rows)
+        for c in metrics.comparisons(doc):
+            if c["probe"] == probe:
+                out += [f"- A/B `{c['metric']}`: {c.get('verdict')}"]
+        for v in env.get("verdicts") or []:
+            out.append(f"- **{str(v.get('status')).upper()}** {v['name']}: {v.get('text')}")
+        for e in env.get("errors") or []:
+            out.append(f"- **ERROR** {e}")
+        out.append("")
+    missing = not_run(doc)
+    if missing:
+        out += [f"Not run at level `{doc['level']}`: {', '.join(missing)}.", ""]
+    return out
+
+
+def _interval(f: dict) -> str | None:
+    if f["ci_low"] is None or f["ci_high"] is None:
+        return None
+    return f"{f['ci_low']:.4g} - {f['ci_high']:.4g}"
+
+
+def history_section(doc: dict) -> list[str]:
+    hist = doc["history"]
+    if doc["status"] == "unreachable":
+        return []
+    if not hist:
+        return ["## Compared with the previous run", "", "No earlier report of this host to compare with.", ""]
+    out = [
+        "## Compared with the previous run",
+        "",
+        f"Previous run `{hist['previous_run_id']}` at {hist['previous_time']}.",
+        "",
+    ]
+    rows = (
+        [["regression", r["what"], r["before"], r["after"], r["reason"]] for r in hist["regressions"]]
+        + [["improvement", r["what"], r["before"], r["after"], r["reason"]] for r in hist["improvements"]]
+        + [["change", r["what"], r["before"], r["after"], r["reason"]] for r in hist["changes"]]
+    )
+    if rows:
+        out += table(["kind", "what", "before", "after", "why"], rows)
+    else:
+        out += ["Nothing changed beyond noise.", ""]
+    return out
+
+
+def facts_section(doc: dict) -> list[str]:
+    facts = doc["facts"]
+    if not facts:
+        return []
+    thp = facts.get("thp") or {}
+    kernel = facts.get("kernel") or {}
+    cpu = facts.get("cpu") or {}
+    mem = facts.get("meminfo_kb") or {}
+    alloc = facts.get("allocator") or {}
+    rows = [
+        ["kernel", kernel.get("release")],
+        ["kernel command line", kernel.get("cmdline")],
+        ["CPU", f"{cpu.get('model')} x {cpu.get('count')}" if cpu else None],
+        ["memory total", _kib(mem.get("MemTotal"))],
+        ["memory available", _kib(mem.get("MemAvailable"))],
+        [
+            "THP enabled / defrag / khugepaged defrag",
+            f"{thp.get('enabled')} / {thp.get('defrag')} / {thp.get('khugepaged_defrag')}"
+            if thp.get("supported")
+            else f"not supported ({thp.get('reason')})",
+        ],
+        ["NUMA nodes", len((facts.get("numa") or {}).get("nodes") or [])],
+        ["/etc/ld.so.preload", alloc.get("ld_so_preload")],
+        ["jemalloc found", alloc.get("jemalloc_paths")],
+    ]
+    for size, pool in sorted(((facts.get("hugepages") or {}).get("sizes") or {}).items()):
+        rows.append(
+            [
+                f"hugepages {size}",
+                f"total {pool.get('total')}, free {pool.get('free')}, "
+                f"reserved {pool.get('rsvd')}, surplus {pool.get('surp')}",
+            ]
+        )
+    out = ["## Facts", ""] + table(["what", "value"], rows)
+    gpus = facts.get("gpus") or []
+    if gpus:
+        out += ["### GPUs", ""]
+        out += table(
+            [
+                "index",
+                "name",
+                "PCI bus",
+                "NUMA",
+                "memory used / total MiB",
+                "PCIe gen (max)",
+                "width (max)",
+                "persistence",
+                "driver",
+            ],
+            [
+                [
+                    g.get("index"),
+                    g.get("name"),
+                    g.get("pci_bus_id"),
+                    g.get("numa_node"),
+                    f"{cell(g.get('memory_used_mib'))} / {cell(g.get('memory_total_mib'))}",
+                    f"{cell((g.get('pcie') or {}).get('gen_current'))} ({cell((g.get('pcie') or {}).get('gen_max'))})",
+                    f"x{cell((g.get('pcie') or {}).get('width_current'))} (x{cell((g.get('pcie') or {}).get('width_max'))})",
+                    g.get("persistence_mode"),
+                    g.get("driver_version"),
+                ]
+                for g in gpus
+            ],
+        )
+    else:
+        out += [f"No GPUs: {facts.get('gpus_reason') or 'none reported'}.", ""]
+    return out
+
+
+def _kib(value):
+    if value is None:
+        return None
+    return f"{value / 1048576:.1f} GiB"
+
+
+def summary_report(summary: dict) -> str:
+    t = summary["totals"]
+    lines = [
+        f"# Preflight fleet summary — run `{summary['run_id']}`",
+        "",
+        f"{summary['time']} · {t['hosts']} hosts: {t['ok']} ok, {t['failed']} failed, {t['unreachable']} unreachable "
+        f"· verdicts: {t['verdict_pass']} pass, {t['verdict_warn']} warn, {t['verdict_fail']} fail "
+        f"· checks: {t['checks_pass']} pass, {t['checks_warn']} warn, {t['checks_fail']} fail, "
+        f"{t['checks_skip']} skip",
+        "",
+    ]
+    bad = [r for r in summary["hosts"] if r["status"] != "ok"]
+    if bad:
+        lines += ["## Hosts that did not finish", ""]
+        for r in bad:
+            err = r["error"] or {}
+            lines.append(f"- **{r['host']}** {r['status'].upper()} at `{err.get('task') or '?'}`: {err.get('msg')}")
+        lines.append("")
+    failing = [r for r in summary["hosts"] if r["status"] == "ok" and r["failing"]]
+    if failing:
+        lines += ["## Failing checks", ""]
+        for r in failing:
+            for f in r["failing"]:
+                lines.append(f"- **{r['host']}** {f}")
+        lines.append("")
+    lines += ["## Hosts", ""]
+    lines += table(
+        [
+            "host",
+            "class",
+            "status",
+            "verdict",
+            "pass",
+            "warn",
+            "fail",
+            "skip",
+            "THP enabled/defrag",
+            "kernel",
+            "GPUs",
+            "recommendations",
+            "outliers",
+            "regressions",
+            "report",
+        ],
+        [
+            [
+                r["host"],
+                r["gpu_class"],
+                r["status"],
+                r["verdict"],
+                r["checks"]["pass"],
+                r["checks"]["warn"],
+                r["checks"]["fail"],
+                r["checks"]["skip"],
+                f"{r['thp_enabled']}/{r['thp_defrag']}" if r["thp_enabled"] else None,
+                r["kernel"],
+                r["gpus"],
+                len(r["recommendations"]),
+                len(r["outliers"]),
+                len(r["regressions"]),
+                r["files"].get("md"),
+            ]
+            for r in summary["hosts"]
+        ],
+    )
+    outliers = [(r["host"], o) for r in summary["hosts"] for o in r["outliers"]]
+    if outliers:
+        lines += ["## Outliers against the fleet", ""]
+        lines += [f"- **{h}** {fleet.describe_outlier(o)}" for h, o in outliers] + [""]
+    recs = [(r["host"], x) for r in summary["hosts"] for x in r["recommendations"]]
+    if recs:
+        lines += ["## Recommendations", ""]
+        lines += [f"- **{h}** {recommendation_line(x)}" for h, x in recs] + [""]
+    regs = [(r["host"], x) for r in summary["hosts"] for x in r["regressions"]]
+    if regs:
+        lines += ["## Regressions since the previous run", ""]
+        lines += [f"- **{h}** {x['what']}: {cell(x['before'])} -> {cell(x['after'])}. {x['reason']}" for h, x in regs]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,105 @@
+"""Thresholds the checks judge against: defaults here, overrides per GPU class in group_vars.
+
+`preflight_thresholds` in group_vars/all.yml documents every key; a group file (group_vars/h100.yml)
+overrides only what differs for that class. Each numeric threshold has a `warn` and a `fail` level;
+null switches a level off. The direction (is lower better?) belongs to the figure, not to the operator,
+so it is fixed here.
+"""
+
+from __future__ import annotations
+
+import copy
+
+# key: (direction, unit, what it limits)
+NUMERIC = {
+    "gpu_memory_used_idle_pct": ("max", "%", "GPU memory already in use before Preflight starts anything"),
+    "load_cold_s": ("max", "s", "cold model load (page cache dropped, new process), import plus weights"),
+    "load_warm_s": ("max", "s", "warm model load (weights in page cache), import plus weights"),
+    "load_weights_fraction_of_disk": ("min", "", "weights read speed as a fraction of the disk's measured read speed"),
+    "ttft_cold_ms": ("max", "ms", "time to first token of the first request after the server is ready"),
+    "ttft_warm_ms": ("max", "ms", "median time to first token once warm"),
+    "kv_max_concurrency": ("min", "x", "requests of max-model-len tokens that fit in the KV cache at once"),
+    "batching_speedup": ("min", "x", "throughput at the highest concurrency over sequential throughput"),
+    "batching_ttft_p95_ms": ("max", "ms", "p95 time to first token at the highest concurrency"),
+    "spread_cv": ("max", "", "coefficient of variation of repeated samples (noisy node)"),
+}
+
+DEFAULTS = {
+    # Expected GPUs on the node; null: no expectation (CPU test hosts).
+    "gpu_count": None,
+    "gpu_memory_used_idle_pct": {"warn": 5, "fail": 50},
+    "load_cold_s": {"warn": 60, "fail": 180},
+    "load_warm_s": {"warn": 30, "fail": 90},
+    "load_weights_fraction_of_disk": {"warn": 0.5, "fail": 0.1},
+    "ttft_cold_ms": {"warn": 1000, "fail": 5000},
+    "ttft_warm_ms": {"warn": 200, "fail": 1000},
+    "kv_max_concurrency": {"warn": 8, "fail": 1},
+    "batching_speedup": {"warn": 2.0, "fail": 1.0},
+    "batching_ttft_p95_ms": {"warn": 1000, "fail": 5000},
+    "spread_cv": {"warn": 0.10, "fail": None},
+}
+
+
+class ThresholdError(ValueError):
+    pass
+
+
+def resolve(overrides: dict | None) -> dict:
+    """Defaults with the host's overrides on top; every problem reported at once, naming the key."""
+    merged = copy.deepcopy(DEFAULTS)
+    problems = []
+    for key, value in (overrides or {}).items():
+        if key == "gpu_count":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                problems.append(f"preflight_thresholds.gpu_count must be a whole number or null, got {value!r}")
+            else:
+                merged[key] = value
+            continue
+        if key not in NUMERIC:
+            problems.append(
+                f"preflight_thresholds.{key} is not a known threshold (known: {', '.join(sorted(DEFAULTS))})"
+            )
+            continue
+        if not isinstance(value, dict) or set(value) - {"warn", "fail"}:
+            problems.append(f"preflight_thresholds.{key} must be a mapping with 'warn' and/or 'fail', got {value!r}")
+            continue
+        for level, limit in value.items():
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))):
+                problems.append(f"preflight_thresholds.{key}.{level} must be a number or null, got {limit!r}")
+            else:
+                merged[key][level] = limit
+    if problems:
+        raise ThresholdError("; ".join(problems))
+    return merged
+
+
+def judge(value: float | None, key: str, thresholds: dict) -> tuple[str, dict]:
+    """('pass'|'warn'|'fail'|'skip', threshold record) for one figure against thresholds[key]."""
+    direction = NUMERIC[key][0]
+    limits = thresholds.get(key) or {}
+    record = {"direction": direction, "warn": limits.get("warn"), "fail": limits.get("fail")}
+    if value is None:
+        return "skip", record
+
+    def beyond(limit):
+        if limit is None:
+            return False
+        return value > limit if direction == "max" else value < limit
+
+    if beyond(record["fail"]):
+        return "fail", record
+    if beyond(record["warn"]):
+        return "warn", record
+    return "pass", record
+
+
+def describe(record: dict, unit: str | None) -> str:
+    """'must stay at or below 200 ms (fail above 1000 ms)' for people."""
+    suffix = f" {unit}" if unit and unit not in ("", "x") else (unit or "")
+    word, fail_word = ("at or below", "above") if record["direction"] == "max" else ("at or above", "below")
+    parts = []
+    if record.get("warn") is not None:
+        parts.append(f"should stay {word} {record['warn']:g}{suffix}")
+    if record.get("fail") is not None:
+        parts.append(f"fails {fail_word} {record['fail']:g}{suffix}")
+    return "; ".join(parts) or "no limit set"

@@ -1,0 +1,293 @@
+"""roles/thp applied by the real ansible-playbook over real SSH to the test hosts, on this machine's kernel.
+
+All SSH hosts share this kernel and filesystem, so tests that compare state run against node1 only;
+the fleet test runs against all of them and expects one kernel. Every test puts THP back
+(restore_kernel_tunables) and removes the unit it may have installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.sshfleet import REPO, ansible_env, run_playbook
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+ENABLED, DEFRAG, KHUGEPAGED_DEFRAG = THP / "enabled", THP / "defrag", THP / "khugepaged" / "defrag"
+TUNABLES = (ENABLED, DEFRAG, KHUGEPAGED_DEFRAG)
+UNIT = Path("/etc/systemd/system/preflight-thp.service")
+UNIT_LINK = Path("/etc/systemd/system/sysinit.target.wants/preflight-thp.service")
+APPLY = "roles/thp/tests/apply.yml"
+ROLLBACK = "playbooks/rollback.yml"
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
+    re.M,
+)
+SYSTEMD_DETAIL_NOT_PID1 = (
+    "systemd is not PID 1 here (no /run/systemd/system), so the unit could not be started now: the live values "
+    "were written directly and the unit applies them at the next boot"
+)
+NO_SYSTEMD_PID1 = not os.path.isdir("/run/systemd/system")
+NO_GRUB = not os.path.exists("/etc/default/grub")
+
+
+class Run:
+    """One ansible-playbook run: exit code, recap per host, THP results and failure messages per host."""
+
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.proc = proc
+        self.output = proc.stdout + proc.stderr
+        self.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+                      for m in RECAP.finditer(proc.stdout)}
+        self.results: dict[str, dict] = {}
+        self.failures: dict[str, str] = {}
+        for line in proc.stdout.splitlines():
+            match = re.match(r"^(ok|fatal): \[(\S+)\]:?(?: FAILED!)? => (\{.*\})$", line)
+            if not match:
+                continue
+            payload = json.loads(match[3])
+            if match[1] == "fatal":
+                self.failures[match[2]] = payload["msg"]
+            elif str(payload.get("msg", "")).startswith("THP_RESULT "):
+                self.results[match[2]] = json.loads(payload["msg"][len("THP_RESULT "):])
+
+
+@pytest.fixture
+def thp_run(ssh_fleet, tmp_path):
+    """Run a playbook against the SSH fleet with THP variables as JSON extra vars."""
+    inventory = ssh_fleet.inventory(tmp_path / "hosts.yml")
+    state_dir = tmp_path / "thp-state"
+    env = ansible_env(ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_CALLBACK_FORMAT_PRETTY="false")
+
+    def run(playbook: str = APPLY, *args: str, limit: str = "node1", **thp_vars) -> Run:
+        extra = {"thp_state_dir": str(state_dir), **thp_vars}
+        limit_args = ("--limit", limit) if limit else ()
+        return Run(run_playbook(playbook, inventory, "-e", json.dumps(extra), *limit_args, *args, env=env))
+
+    run.state_file = state_dir / "state.json"
+    return run
+
+
+@pytest.fixture
+def clean_thp(restore_kernel_tunables):
+    """THP values and the unit as they were before the test, whatever happened in it."""
+    had_unit = UNIT.exists()
+    yield restore_kernel_tunables
+    if not had_unit:
+        UNIT_LINK.unlink(missing_ok=True)
+        UNIT.unlink(missing_ok=True)
+
+
+def selected(path: Path) -> str:
+    text = path.read_text().strip()
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else text
+
+
+def set_thp(enabled: str, defrag: str, khugepaged_defrag: str) -> dict[Path, bytes]:
+    for path, value in zip(TUNABLES, (enabled, defrag, khugepaged_defrag), strict=True):
+        path.write_text(value)
+    return {path: path.read_bytes() for path in TUNABLES}
+
+
+def snapshot() -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in TUNABLES}
+
+
+@pytest.mark.skipif(not NO_SYSTEMD_PID1 or not NO_GRUB, reason="pins the messages of a machine without systemd/grub")
+def test_apply_writes_thp_reports_before_after_and_a_second_run_changes_nothing(thp_run, clean_thp):
+    set_thp("always", "defer", "0")
+
+    first = thp_run(APPLY, "--diff", thp_persist=["systemd", "kernel_cmdline"])
+
+    assert first.proc.returncode == 0, first.output
+    assert (selected(ENABLED), selected(DEFRAG), selected(KHUGEPAGED_DEFRAG)) == ("madvise", "never", "1")
+    assert first.recap["node1"]["failed"] == 0 and first.recap["node1"]["changed"] > 0
+    assert f"--- before: {ENABLED}\n+++ after: {ENABLED}\n@@ -1 +1 @@\n-always\n+madvise\n" in first.output
+    result = first.results["node1"]
+    assert result["settings"] == [
+        {"name": "thp_enabled", "path": str(ENABLED), "desired": "madvise", "before": "always", "after": "madvise",
+         "changed": True},
+        {"name": "thp_defrag", "path": str(DEFRAG), "desired": "never", "before": "defer", "after": "never",
+         "changed": True},
+        {"name": "thp_khugepaged_defrag", "path": str(KHUGEPAGED_DEFRAG), "desired": "1", "before": "0", "after": "1",
+         "changed": True},
+    ]
+    assert result["persistence"] == [
+        {"method": "systemd", "state": "installed", "path": str(UNIT),
+         "detail": "unit written and enabled by the sysinit.target.wants symlink; " + SYSTEMD_DETAIL_NOT_PID1},
+        {"method": "kernel_cmdline", "state": "unavailable", "path": "/etc/default/grub",
+         "detail": "no bootloader config found: /etc/default/grub does not exist; only GRUB is managed"},
+    ]
+    assert "kernel_cmdline: unavailable (no bootloader config found: /etc/default/grub does not exist; " in first.output
+    assert (result["verified"], result["reboot_required"], result["problems"]) == (True, False, [])
+    assert UNIT_LINK.is_symlink() and os.readlink(UNIT_LINK) == str(UNIT)
+    unit = UNIT.read_text()
+    assert f"ExecStart=/bin/sh -c 'echo madvise > {ENABLED}'\n" in unit
+    assert f"ExecStart=/bin/sh -c 'echo never > {DEFRAG}'\n" in unit
+    assert f"ExecStart=/bin/sh -c 'echo 1 > {KHUGEPAGED_DEFRAG}'\n" in unit
+    analyze = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True)
+    assert analyze.returncode == 0, analyze.stderr
+
+    second = thp_run(APPLY, thp_persist=["systemd", "kernel_cmdline"])
+
+    assert second.proc.returncode == 0, second.output
+    assert second.recap["node1"]["changed"] == 0, second.output
+    assert [s["changed"] for s in second.results["node1"]["settings"]] == [False, False, False]
+    assert second.results["node1"]["persistence"][0]["state"] == "unchanged"
+
+
+def test_check_mode_reports_the_change_and_leaves_sysfs_byte_identical(thp_run, clean_thp):
+    before = set_thp("always", "defer", "0")
+
+    run = thp_run(APPLY, "--check", "--diff")
+
+    assert run.proc.returncode == 0, run.output
+    assert snapshot() == before
+    assert not UNIT.exists() and not UNIT_LINK.exists() and not thp_run.state_file.exists()
+    result = run.results["node1"]
+    assert [(s["name"], s["before"], s["after"], s["changed"]) for s in result["settings"]] == [
+        ("thp_enabled", "always", "madvise", True),
+        ("thp_defrag", "defer", "never", True),
+        ("thp_khugepaged_defrag", "0", "1", True),
+    ]
+    assert result["persistence"][0]["state"] == "installed"
+    assert result["persistence"][0]["detail"].endswith("(check mode: nothing was written)")
+    assert (result["verified"], result["check_mode"]) == (False, True)
+    assert "-always\n+madvise\n" in run.output
+    assert run.recap["node1"]["changed"] > 0
+
+
+@pytest.mark.parametrize(
+    ("thp_vars", "message"),
+    [
+        ({"thp_enabled": "sometimes"},
+         "value of thp_enabled must be one of: always, madvise, never, got: sometimes"),
+        ({"thp_enabled": False},
+         "value of thp_enabled must be one of: always, madvise, never, got: False"),
+        ({"thp_defrag": "compact"},
+         "value of thp_defrag must be one of: always, defer, defer+madvise, madvise, never, got: compact"),
+        ({"thp_khugepaged_defrag": 2},
+         "value of thp_khugepaged_defrag must be one of: 0, 1, got: 2"),
+        ({"thp_khugepaged_defrag": True},
+         "THP variables rejected, nothing was changed: thp_khugepaged_defrag: 'True' is a YAML boolean, not a "
+         "number; allowed: 0, 1"),
+        ({"thp_persist": ["systemd", "grub"]},
+         "value of thp_persist must be one or more of: systemd, kernel_cmdline. Got no match for: grub"),
+        ({"thp_persist": "systemd"},
+         "THP variables rejected, nothing was changed: thp_persist: 'systemd' is not a list; write a list of "
+         "systemd, kernel_cmdline, e.g. [systemd]"),
+        ({"thp_state_dir": "var/lib/preflight"},
+         "THP variables rejected, nothing was changed: thp_state_dir: 'var/lib/preflight' is not an absolute path"),
+    ],
+    ids=["enabled-word", "enabled-boolean", "defrag-word", "khugepaged-2", "khugepaged-boolean", "persist-method",
+         "persist-not-a-list", "state-dir-relative"],
+)
+def test_invalid_value_is_rejected_with_its_message_before_anything_changes(thp_run, clean_thp, thp_vars, message):
+    before = set_thp("always", "defer", "0")
+
+    run = thp_run(APPLY, **thp_vars)
+
+    assert run.proc.returncode == 2, run.output
+    assert message in run.failures["node1"], run.failures
+    assert snapshot() == before
+    assert not UNIT.exists() and not thp_run.state_file.exists()
+
+
+def test_every_invalid_variable_is_reported_in_one_failure(thp_run, clean_thp):
+    before = set_thp("always", "defer", "0")
+
+    run = thp_run(APPLY, thp_khugepaged_defrag=True, thp_persist="kernel_cmdline", thp_state_dir="state")
+
+    assert run.failures["node1"] == (
+        "node1: THP variables rejected, nothing was changed: "
+        "thp_khugepaged_defrag: 'True' is a YAML boolean, not a number; allowed: 0, 1; "
+        "thp_persist: 'kernel_cmdline' is not a list; write a list of systemd, kernel_cmdline, e.g. [systemd]; "
+        "thp_state_dir: 'state' is not an absolute path"
+    )
+    assert snapshot() == before
+
+
+def test_yaml_no_for_thp_enabled_is_a_boolean_and_is_rejected(thp_run, clean_thp, tmp_path):
+    before = set_thp("always", "defer", "0")
+    vars_file = tmp_path / "vars.yml"
+    vars_file.write_text("thp_enabled: no\n")
+
+    run = thp_run(APPLY, "-e", f"@{vars_file}")
+
+    assert "value of thp_enabled must be one of: always, madvise, never, got: False" in run.failures["node1"]
+    assert snapshot() == before
+
+
+def test_record_keeps_the_first_replaced_values_and_rollback_restores_exact_bytes(thp_run, clean_thp):
+    original = set_thp("always", "defer", "0")
+
+    assert thp_run(APPLY).proc.returncode == 0
+    recorded = json.loads(thp_run.state_file.read_text())
+    assert {name: entry["value"] for name, entry in recorded["settings"].items()} == {
+        "thp_enabled": "always", "thp_defrag": "defer", "thp_khugepaged_defrag": "0"}
+
+    # A later run with other values must not record Preflight's own madvise/never as "the original".
+    later = thp_run(APPLY, thp_enabled="never", thp_defrag="defer+madvise")
+    assert later.proc.returncode == 0, later.output
+    assert (selected(ENABLED), selected(DEFRAG)) == ("never", "defer+madvise")
+    assert json.loads(thp_run.state_file.read_text()) == recorded
+
+    rollback = thp_run(ROLLBACK, "--tags", "thp", "--diff")
+
+    assert rollback.proc.returncode == 0, rollback.output
+    assert snapshot() == original
+    assert not UNIT.exists() and not UNIT_LINK.is_symlink() and not thp_run.state_file.exists()
+    assert "'thp_enabled: never -> always'" in rollback.output
+
+    again = thp_run(ROLLBACK, "--tags", "thp")
+    assert again.proc.returncode == 0 and again.recap["node1"]["changed"] == 0, again.output
+    assert f"nothing recorded at {thp_run.state_file}: no THP values to restore" in again.output
+    assert snapshot() == original
+
+
+def test_other_writers_of_thp_at_boot_are_reported_as_conflicts(thp_run, clean_thp, tmp_path):
+    tmpfiles = Path("/etc/tmpfiles.d/zz-preflight-test-thp.conf")
+    tmpfiles.write_text(f"w {ENABLED} - - - - always\n")
+    try:
+        run = thp_run(APPLY, "--check")
+    finally:
+        tmpfiles.unlink()
+
+    assert run.proc.returncode == 0, run.output
+    assert (
+        f"{tmpfiles} writes Transparent Huge Pages settings too: at boot it may override thp_enabled=madvise "
+        "and thp_defrag=never; remove it or make it agree"
+    ) in run.results["node1"]["conflicts"]
+
+
+def test_role_tunes_every_live_host_of_the_fleet_and_marks_the_dead_one_unreachable(thp_run, clean_thp, ssh_fleet):
+    set_thp("always", "defer", "0")
+
+    run = thp_run(APPLY, limit="")
+
+    for host in ssh_fleet.hostnames():
+        assert run.recap[host]["failed"] == 0 and run.recap[host]["unreachable"] == 0, run.output
+        assert run.results[host]["verified"] is True
+    assert run.recap["dead1"]["unreachable"] == 1
+    assert (selected(ENABLED), selected(DEFRAG), selected(KHUGEPAGED_DEFRAG)) == ("madvise", "never", "1")
+
+
+def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp):
+    before, had_unit = snapshot(), UNIT.exists()
+    env = ansible_env()
+    env.pop("ANSIBLE_CONFIG")  # molecule writes its own
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "molecule"), "test"],
+        cwd=REPO / "roles" / "thp", env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    # The scenario's cleanup is the role's rollback: the machine is as it was.
+    assert snapshot() == before
+    assert had_unit or not UNIT.exists()
