@@ -121,7 +121,9 @@ stderr_tail:
   returned: when the probe ran
   type: str
 result:
-  description: The probe's envelope (schema_version, probe, host, started_at, duration_s, params, results, verdicts, environment).
+  description:
+    - The probe's envelope, as C(probes/result.py) builds it (schema_version, probe, host, started_at,
+      duration_s, params, results, verdicts, environment, and errors when a measurement failed).
   returned: when the probe printed one
   type: dict
 ansible_facts:
@@ -166,6 +168,9 @@ def run_module() -> None:
         supports_check_mode=True,
     )
     p = module.params
+    for secret in probe_runner.SECRET_OPTIONS:
+        if isinstance(p["options"].get(secret), str):
+            module.no_log_values.add(p["options"][secret])
     probe, name = p["probe"], p["name"] or p["probe"]
     result: dict = {"changed": False, "probe": probe, "name": name}
 
@@ -175,7 +180,8 @@ def run_module() -> None:
         cmd = probe_runner.build_command(p["python"], probe, p["options"])
     except probe_runner.ProbeArgumentError as err:
         module.fail_json(msg=str(err), errors=err.errors, **result)
-    result["cmd"] = cmd
+    shown = probe_runner.redact(cmd)
+    result["cmd"] = shown
 
     problems = [
         msg
@@ -190,7 +196,7 @@ def run_module() -> None:
     ]
     if module.check_mode:
         # The runtime may be one that the same check run would only have created: say so, run nothing.
-        result["msg"] = "check mode: would run " + " ".join(cmd)
+        result["msg"] = "check mode: would run " + " ".join(shown)
         for problem in problems:
             module.warn(f"{problem} (ignored in check mode)")
         module.exit_json(**result)
@@ -208,7 +214,7 @@ def run_module() -> None:
     if run.envelope is not None:
         result["result"] = run.envelope
     if not run.ok:
-        where = f"probe {name} ({' '.join(cmd)})"
+        where = f"probe {name} ({' '.join(shown)})"
         detail = run.problem or "failed"
         last = probe_runner.tail(run.stderr, lines=1, chars=300)
         msg = f"{where}: {detail}" + (f"; last stderr line: {last}" if last else "")

@@ -1,6 +1,6 @@
 """Continuous batching on a real vLLM server: N prompts at concurrency 1 (sequential), 2, 4, ... up to a limit.
 
-    python -m probes batching --model tiny [-N 32] [--max-concurrency 64] [--repeats 3] [--max-tokens 128]
+    python -m probes batching --model tiny [-N 32] [--max-concurrency 64] [--repeats 4] [--max-tokens 128]
                               [--time-budget-s 900] [--json]
     python -m probes batching --endpoint http://127.0.0.1:8000 --api-key KEY --json
 
@@ -30,6 +30,8 @@ from probes.server import (
     server_verdicts,
 )
 from probes.vllm_client import RequestRecord
+
+MIN_COMPARE_N = getattr(stats, "MIN_COMPARE_N", 2)  # fewer samples and stats.compare cannot name a winner
 
 
 def levels_up_to(limit: int, n_prompts: int) -> list[int]:
@@ -119,7 +121,8 @@ class Knee:
 
 def find_knee(levels: list[LevelResult]) -> Knee:
     """First level k where going to the next level raises throughput by no more than noise (or lowers it)
-    while TTFT p50 rises beyond noise. Needs >= 2 throughput samples per level to tell flat from noise."""
+    while TTFT p50 rises beyond noise. Needs MIN_COMPARE_N throughput samples (repeats) per level to tell a
+    flat step from noise; with fewer it says so instead of naming a knee."""
     steps = []
     if len(levels) < 2:
         return Knee(None, False, "one level only: nothing to compare", steps)
@@ -129,10 +132,10 @@ def find_knee(levels: list[LevelResult]) -> Knee:
                             unit="tok/s", lower_is_better=False)
         ttft = stats.compare(lo.ttft_ms["samples"], hi.ttft_ms["samples"], name_a=a, name_b=b, unit="ms")
         steps.append({"from": lo.concurrency, "to": hi.concurrency, "throughput": thr, "ttft": ttft})
-        if thr["a"]["ci_low"] is None or thr["b"]["ci_low"] is None:
+        if min(thr["a"]["n"], thr["b"]["n"]) < MIN_COMPARE_N:
             return Knee(None, False,
-                        f"not determined: throughput at {a} or {b} has fewer than 2 repeats, so a flat step cannot "
-                        "be told from noise (use --repeats 3 or more)", steps)
+                        f"not determined: throughput at {a} or {b} has fewer than {MIN_COMPARE_N} repeats, so a "
+                        f"flat step cannot be told from noise (use --repeats {MIN_COMPARE_N} or more)", steps)
         throughput_rose = thr["faster"] == b
         ttft_rose = ttft["faster"] == a  # the lower level has the better (lower) TTFT beyond noise
         if not throughput_rose and ttft_rose:
@@ -277,7 +280,8 @@ def main(argv: list[str]) -> int:
     add_server_args(parser)
     parser.add_argument("-N", "--prompts", type=int, default=32, help="prompts per level and repeat")
     parser.add_argument("--max-concurrency", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=max(4, MIN_COMPARE_N),
+                        help="repeats per level (throughput is one number per repeat)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--prompt-words", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2)

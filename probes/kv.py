@@ -257,7 +257,7 @@ def conclude(results: list[KvConfigResult], theory: KvTheory | None) -> KvConclu
         tokens = {r.kv_tokens for r in rs}
         block = max((r.block_size or 0) for r in rs)
         changes_tok = max(tokens) - min(tokens) > block
-        conc = ", ".join(f"{r.max_model_len} -> {r.max_concurrency:g}x" if r.max_concurrency is not None
+        conc = ", ".join(f"{r.max_model_len} -> {r.max_concurrency:.2f}x" if r.max_concurrency is not None
                          else f"{r.max_model_len} -> ?" for r in rs)
         mem = [_memory_used(r) for r in rs]
         what = mem[0][1]

@@ -245,7 +245,7 @@ def verdicts(res: LoadResult) -> list[dict]:
         text = (
             f"{name} start, medians of n={cond.n}: total {_fmt_s(ph['total_s'])} = "
             + " + ".join(f"{label} {_fmt_s(ph[key])}" for label, key in parts if ph[key])
-            + f" (+ exit); imports are {_pct(share['median'])} ({_pct(share['min'])}-{_pct(share['max'])}) "
+            + f" (+ exit); imports are {_pct(share['median'])} (range {_pct(share['min'])}-{_pct(share['max'])}) "
             "of the total"
         )
         if share["min"] > 0.5:
@@ -262,7 +262,7 @@ def verdicts(res: LoadResult) -> list[dict]:
     for key, label in limit_texts:
         r = ratios.get(key)
         if r and r["median_ratio"] is not None:
-            ci = "" if r["ci_low"] is None else f" (95 % CI {_pct(r['ci_low'])}-{_pct(r['ci_high'])})"
+            ci = "" if r["ci_low"] is None else f" (bootstrap 95 % interval {_pct(r['ci_low'])}-{_pct(r['ci_high'])})"
             out.append(verdict(key, "info", f"{label}: {_pct(r['median_ratio'])} of the limit{ci}"))
     if res.limits["h2d_not_measured"]:
         out.append(verdict("h2d_copy", "info", f"host-to-device copy not measured: {res.limits['h2d_not_measured']}"))

@@ -225,6 +225,8 @@ def _table_rows(node, path=""):
             continue
         spread = None if s["median"] in (None, 0) or s["iqr"] is None else 100 * s["iqr"] / abs(s["median"])
         ci = "-" if s["ci_low"] is None else f"{_num(s['ci_low'])}..{_num(s['ci_high'])}"
+        if s.get("ci_coverage") is not None and s["ci_coverage"] < s["ci_level"]:
+            ci += f" ({100 * s['ci_coverage']:.3g} %)"  # too few samples for the nominal level
         yield (p.lstrip("."), str(s["n"]), _num(s["median"]), ci, _num(s["p5"]), _num(s["p95"]),
                "-" if spread is None else f"{spread:.1f}", s["unit"])
 
@@ -241,7 +243,7 @@ def format_human(doc: dict) -> str:
     )
     rows = list(_table_rows(doc["results"]))
     if rows:
-        head = ("measurement", "n", "median", "95% CI of median", "p5", "p95", "IQR %", "unit")
+        head = ("measurement", "n", "median", "95% CI of median (coverage if less)", "p5", "p95", "IQR %", "unit")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         lines.append("")
         for r in [head, *rows]:

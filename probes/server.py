@@ -764,6 +764,8 @@ def main(argv: list[str]) -> int:
                 results["preload_check"] = preloaded_in(srv.pids(), libs)
                 verdicts += preload_check_verdicts(results["preload_check"], result)
             if args.hold_s > 0:
+                sys.stderr.write(f"probes server: holding the server for {args.hold_s:g} s\n")
+                sys.stderr.flush()
                 time.sleep(args.hold_s)
     except ServerStartError as exc:
         errors.append(str(exc))

@@ -251,7 +251,8 @@ def ratio(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict:
-    """Ratio of medians (e.g. achieved GB/s / limit GB/s) with a bootstrap interval; nulls when either is empty."""
+    """Ratio of medians (e.g. achieved GB/s / limit GB/s) with a bootstrap interval when both sides have at least
+    MIN_COMPARE_N samples; nulls when either is empty."""
     num = [float(x) for x in numerator]
     den = [float(x) for x in denominator]
     out = {"median_ratio": None, "ci_low": None, "ci_high": None, "ci_level": ci_level, "n": [len(num), len(den)]}
@@ -261,7 +262,7 @@ def ratio(
     if m_den == 0:
         return out
     out["median_ratio"] = _median_of(list(num)) / m_den
-    if len(num) < 2 or len(den) < 2:
+    if len(num) < MIN_COMPARE_N or len(den) < MIN_COMPARE_N:  # a bootstrap of 2 or 3 samples is no interval
         return out
     rng = random.Random(seed)
     ratios = []

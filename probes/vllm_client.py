@@ -33,7 +33,7 @@ _WORDS = (
 def make_prompt(index: int, n_words: int, run_tag: str) -> str:
     """A prompt unique from its first token on (tag + index first), so no prefix cache block can match."""
     rng = random.Random(f"{run_tag}-{index}")
-    words = [rng.choice(_WORDS) for _ in range(max(0, n_words - 2))]
+    words = [rng.choice(_WORDS) for _ in range(max(0, n_words - 3))]
     return f"{run_tag}{index:05d} request {index}: " + " ".join(words)
 
 

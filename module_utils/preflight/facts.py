@@ -173,7 +173,7 @@ class Tree:
         return names
 
     def glob(self, pattern: str) -> list[str]:
-        """Node paths matching a pattern whose wildcards are in the last parts only, sorted."""
+        """Node paths matching a shell pattern (wildcards matched one path part at a time), sorted."""
         parts = pattern.strip("/").split("/")
         found = ["/"]
         for part in parts:

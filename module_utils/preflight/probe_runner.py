@@ -19,82 +19,109 @@ PROBES = ("load", "generate", "ttft", "kv", "batching")
 
 @dataclass(frozen=True)
 class Option:
-    """One probe option: the flag it becomes and the type of value it takes.
+    """One probe option: the flag it becomes and the kind of value it takes.
 
-    kind: int | float | str | bool (a switch: true adds the flag, false leaves it out) |
-    int_list | float_list | str_list (the flag followed by every element, argparse nargs="+").
+    int | float | str: `--flag VALUE`.  bool: a switch, true adds `--flag`, false leaves it out.
+    budget: a number or a size word (0.5, "1GiB"), `--flag VALUE`.
+    csv / int_csv / budget_csv: a list (or one value), `--flag a,b,c`.
+    repeat: a list, `--flag=ITEM` per item (the `=` lets an item start with `--`).
+    env_map: a mapping, `--flag NAME=VALUE` per entry.
     """
 
     flag: str
     kind: str
-    choices: tuple = ()
 
 
 def _opts(**spec: tuple) -> dict[str, Option]:
     return {name: Option(*args) for name, args in spec.items()}
 
 
-# Options shared by the probes that start a vLLM server (probes/server.py's flags).
-_SERVER = dict(
+# probes/server.py add_server_args(): the flags of every probe that starts a vLLM server.
+_SERVER_COMMON = dict(
     model=("--model", "str"),
-    port=("--port", "int"),
-    max_model_len=("--max-model-len", "int"),
-    kv_cache_memory_bytes=("--kv-cache-memory-bytes", "int"),
-    gpu_memory_utilization=("--gpu-memory-utilization", "float"),
-    dtype=("--dtype", "str"),
     enforce_eager=("--enforce-eager", "bool"),
-    ready_timeout_s=("--ready-timeout", "float"),
-    server_log=("--server-log", "str"),
-    base_url=("--base-url", "str"),
-    seed=("--seed", "int"),
+    server_args=("--server-arg", "repeat"),
+    server_env=("--server-env", "env_map"),
+    ready_timeout_s=("--ready-timeout-s", "float"),
+    log_dir=("--log-dir", "str"),
+)
+_SERVER_ONE = dict(
+    _SERVER_COMMON,
+    endpoint=("--endpoint", "str"),
+    api_key=("--api-key", "str"),
+    max_model_len=("--max-model-len", "int"),
+    kv_budget=("--kv-budget", "budget"),
 )
 
 # The whitelist: option name (what a playbook writes under `options:`) -> flag of `python -m probes <probe>`.
-# tests/integration/test_slm_probe.py checks every flag here against the probe's own --help.
+# tests/integration/test_slm_probe.py checks every flag here against the probe's own argparse.
 PROBE_OPTIONS: dict[str, dict[str, Option]] = {
     "load": _opts(
         model=("--model", "str"),
         device=("--device", "str"),
-        dtype=("--dtype", "str"),
+        placement=("--placement", "str"),
         repeats=("--repeats", "int"),
         drop_caches=("--drop-caches", "bool"),
+        read_repeats=("--read-repeats", "int"),
+        copy_mib=("--copy-mib", "int"),
+        copy_repeats=("--copy-repeats", "int"),
+        gpus=("--gpus", "int_csv"),
+        timeout_s=("--timeout-s", "float"),
     ),
     "generate": _opts(
         model=("--model", "str"),
         device=("--device", "str"),
-        dtype=("--dtype", "str"),
-        repeats=("--repeats", "int"),
+        allocators=("--allocators", "csv"),
+        processes=("--processes", "int"),
+        calls=("--calls", "int"),
         prompt_tokens=("--prompt-tokens", "int"),
         new_tokens=("--new-tokens", "int"),
-        allocators=("--allocators", "str_list"),
+        threads=("--threads", "int"),
+        jemalloc_path=("--jemalloc-path", "str"),
+        tcmalloc_path=("--tcmalloc-path", "str"),
+        malloc_conf=("--malloc-conf", "str"),
+        timeout_s=("--timeout-s", "float"),
     ),
     "ttft": _opts(
-        **_SERVER,
-        requests=("--requests", "int"),
-        prompt_tokens=("--prompt-tokens", "int"),
-        output_tokens=("--output-tokens", "int"),
+        **_SERVER_ONE,
+        warm=("--warm", "int"),
+        max_tokens=("--max-tokens", "int"),
+        prompt_words=("--prompt-words", "int"),
+        api=("--api", "csv"),
+        request_timeout_s=("--request-timeout-s", "float"),
     ),
     "kv": _opts(
-        **_SERVER,
-        max_model_lens=("--max-model-lens", "int_list"),
+        **_SERVER_COMMON,
+        max_model_len=("--max-model-len", "int_csv"),
+        kv_budget=("--kv-budget", "budget_csv"),
     ),
     "batching": _opts(
-        **_SERVER,
-        concurrency=("--concurrency", "int_list"),
-        requests=("--requests", "int"),
-        prompt_tokens=("--prompt-tokens", "int"),
-        output_tokens=("--output-tokens", "int"),
+        **_SERVER_ONE,
+        prompts=("--prompts", "int"),
+        max_concurrency=("--max-concurrency", "int"),
+        repeats=("--repeats", "int"),
+        max_tokens=("--max-tokens", "int"),
+        prompt_words=("--prompt-words", "int"),
+        warmup=("--warmup", "int"),
+        time_budget_s=("--time-budget-s", "float"),
+        request_timeout_s=("--request-timeout-s", "float"),
     ),
 }
+
+# Options whose value must not appear in what the module returns.
+SECRET_OPTIONS = frozenset({"api_key"})
 
 _KIND_WORDS = {
     "int": "an integer",
     "float": "a number",
-    "str": "a string",
+    "str": "a non-empty string",
     "bool": "true or false",
-    "int_list": "a list of integers",
-    "float_list": "a list of numbers",
-    "str_list": "a list of strings",
+    "budget": "a number or a size such as 1GiB",
+    "csv": "a list of words without commas",
+    "int_csv": "a list of integers",
+    "budget_csv": "a list of numbers or sizes such as 1GiB",
+    "repeat": "a list of strings",
+    "env_map": "a mapping of NAME: value",
 }
 
 
@@ -107,8 +134,8 @@ class ProbeArgumentError(ValueError):
 
 
 def _scalar(kind: str, value):
-    """The value as the flag's text, or None when it is not of the kind (a YAML boolean is never a number)."""
-    if isinstance(value, bool):
+    """The value as flag text, or None when it is not of the kind (a YAML boolean is never a number or a word)."""
+    if isinstance(value, bool) or value is None:
         return None
     if kind == "int":
         if isinstance(value, int):
@@ -118,7 +145,7 @@ def _scalar(kind: str, value):
         return None
     if kind == "float":
         if isinstance(value, int | float):
-            return repr(float(value)) if isinstance(value, float) else str(value)
+            return str(value)
         if isinstance(value, str):
             try:
                 float(value)
@@ -126,13 +153,45 @@ def _scalar(kind: str, value):
                 return None
             return value.strip()
         return None
-    if kind == "str":
-        return value if isinstance(value, str) and value != "" else None
+    if kind == "budget":
+        if isinstance(value, int | float):
+            return str(value)
+        return value.strip() if isinstance(value, str) and value.strip() and "," not in value else None
+    if kind in ("str", "csv"):
+        if not isinstance(value, str | int | float) or str(value).strip() == "":
+            return None
+        return None if kind == "csv" and "," in str(value) else str(value)
     raise AssertionError(f"unknown option kind {kind!r}")
 
 
+def _flag_args(spec: Option, value) -> list[str] | None:
+    """The arguments one option becomes, or None when the value does not fit its kind."""
+    kind = spec.kind
+    if kind == "bool":
+        return None if not isinstance(value, bool) else ([spec.flag] if value else [])
+    if kind in ("csv", "int_csv", "budget_csv"):
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        item_kind = {"csv": "csv", "int_csv": "int", "budget_csv": "budget"}[kind]
+        texts = [_scalar(item_kind, v) for v in items]
+        if not texts or any(t is None for t in texts):
+            return None
+        return [spec.flag, ",".join(texts)]
+    if kind == "repeat":
+        if not isinstance(value, list | tuple) or any(not isinstance(v, str) or not v for v in value):
+            return None
+        return [f"{spec.flag}={v}" for v in value]
+    if kind == "env_map":
+        if not isinstance(value, dict) or any(not str(k) or "=" in str(k) for k in value):
+            return None
+        if any(isinstance(v, bool | dict | list) or v is None for v in value.values()):
+            return None
+        return [arg for k, v in value.items() for arg in (spec.flag, f"{k}={v}")]
+    text = _scalar(kind, value)
+    return None if text is None else [spec.flag, text]
+
+
 def option_args(probe: str, options: dict | None) -> list[str]:
-    """The probe's options -> its command-line flags, in the order given; raises ProbeArgumentError."""
+    """The probe's options -> its command-line arguments, in the order given; raises ProbeArgumentError."""
     if probe not in PROBE_OPTIONS:
         raise ProbeArgumentError([f"probe {probe!r} is not one of {', '.join(PROBES)}"])
     allowed = PROBE_OPTIONS[probe]
@@ -145,31 +204,27 @@ def option_args(probe: str, options: dict | None) -> list[str]:
                 f"options.{name} is not an option of the {probe} probe; allowed: {', '.join(sorted(allowed))}"
             )
             continue
-        if value is None:  # null means "the probe's default"
+        if value is None:  # null: the probe's own default
             continue
-        want = _KIND_WORDS[spec.kind]
-        if spec.kind == "bool":
-            if not isinstance(value, bool):
-                errors.append(f"options.{name} must be {want}, got {value!r}")
-            elif value:
-                argv.append(spec.flag)
+        args = _flag_args(spec, value)
+        if args is None:
+            shown = "(hidden)" if name in SECRET_OPTIONS else repr(value)
+            errors.append(f"options.{name} must be {_KIND_WORDS[spec.kind]}, got {shown}")
             continue
-        if spec.kind.endswith("_list"):
-            items = value if isinstance(value, list | tuple) else None
-            texts = [_scalar(spec.kind[: -len("_list")], v) for v in items] if items else None
-            if not texts or any(t is None for t in texts):
-                errors.append(f"options.{name} must be {want} (at least one), got {value!r}")
-                continue
-            argv.extend([spec.flag, *texts])
-            continue
-        text = _scalar(spec.kind, value)
-        if text is None:
-            errors.append(f"options.{name} must be {want}, got {value!r}")
-            continue
-        argv.extend([spec.flag, text])
+        argv.extend(args)
     if errors:
         raise ProbeArgumentError(errors)
     return argv
+
+
+def redact(cmd: list[str]) -> list[str]:
+    """The command with secret option values (the vLLM API key) replaced, for logs and results."""
+    secret_flags = {opt.flag for probe in PROBE_OPTIONS.values() for n, opt in probe.items() if n in SECRET_OPTIONS}
+    out, hide_next = [], False
+    for arg in cmd:
+        out.append("********" if hide_next else arg)
+        hide_next = arg in secret_flags
+    return out
 
 
 def build_command(python: str, probe: str, options: dict | None) -> list[str]:

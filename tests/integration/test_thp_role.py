@@ -77,12 +77,18 @@ def thp_run(ssh_fleet, tmp_path):
 
 @pytest.fixture
 def clean_thp(restore_kernel_tunables):
-    """THP values and the unit as they were before the test, whatever happened in it."""
-    had_unit = UNIT.exists()
+    """Each test starts without Preflight's unit; THP values and the unit are put back as they were after it."""
+    saved_unit = UNIT.read_bytes() if UNIT.exists() else None
+    had_link = UNIT_LINK.is_symlink()
+    UNIT_LINK.unlink(missing_ok=True)
+    UNIT.unlink(missing_ok=True)
     yield restore_kernel_tunables
-    if not had_unit:
-        UNIT_LINK.unlink(missing_ok=True)
-        UNIT.unlink(missing_ok=True)
+    UNIT_LINK.unlink(missing_ok=True)
+    UNIT.unlink(missing_ok=True)
+    if saved_unit is not None:
+        UNIT.write_bytes(saved_unit)
+    if had_link:
+        UNIT_LINK.symlink_to(UNIT)
 
 
 def selected(path: Path) -> str:
@@ -280,7 +286,7 @@ def test_role_tunes_every_live_host_of_the_fleet_and_marks_the_dead_one_unreacha
 
 
 def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp):
-    before, had_unit = snapshot(), UNIT.exists()
+    before = snapshot()
     env = ansible_env()
     env.pop("ANSIBLE_CONFIG")  # molecule writes its own
     proc = subprocess.run(
@@ -290,4 +296,4 @@ def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp):
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     # The scenario's cleanup is the role's rollback: the machine is as it was.
     assert snapshot() == before
-    assert had_unit or not UNIT.exists()
+    assert not UNIT.exists() and not UNIT_LINK.is_symlink()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.probes.vllm_fixtures import vllm_server  # noqa: F401  (session-scoped real vLLM server, shared)
+
 # No model hub in tests: anything that tries to download fails fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -164,11 +164,14 @@ def ttft_probe(cold_ms=50.0, warm_ms=20.0, spread=0.05, seed=1) -> dict:
 
 
 def allocator_probe(glibc_s: float, jemalloc_s: float, spread: float = 0.02) -> dict:
+    """Shaped like probes.generate's result: per-allocator summaries and '<other>_vs_<baseline>' comparisons."""
     glibc, jemalloc = samples(glibc_s, spread, 9, 3), samples(jemalloc_s, spread, 9, 4)
     return envelope("generate", {
-        "allocators": {"glibc": {"steady_state_s": stats.summarize(glibc, "s")},
-                       "jemalloc": {"steady_state_s": stats.summarize(jemalloc, "s")}},
-        "comparisons": {"steady_state_s": stats.compare(glibc, jemalloc, name_a="glibc", name_b="jemalloc", unit="s")},
+        "baseline": "glibc",
+        "allocators": [{"allocator": "glibc", "steady_state_s": stats.summarize(glibc, "s")},
+                       {"allocator": "jemalloc", "steady_state_s": stats.summarize(jemalloc, "s")}],
+        "comparisons": {"jemalloc_vs_glibc": {
+            "steady_state_s": stats.compare(jemalloc, glibc, name_a="jemalloc", name_b="glibc", unit="s")}},
     })
 
 

@@ -135,6 +135,16 @@ def _thp_checks(doc: dict) -> list[dict]:
         got = None if got is None else str(got)
         if got == want:
             out.append(check(cid, title, "tuning", "pass", f"{path} reads {got}, as {var} asks.", got, want))
+        elif "thp" not in doc["settings"] and doc["status"] == "failed":
+            task = (doc["error"] or {}).get("task") or "an earlier task"
+            out.append(
+                check(
+                    cid, title, "tuning", "fail",
+                    f"{path} reads {got} but {var} is {want}: the run stopped at '{task}' before the thp role "
+                    f"applied anything (see host.run_completed). Fix that and rerun with --limit {doc['host']}.",
+                    got, want,
+                )
+            )
         elif (doc["settings"].get("thp") or {}).get("check_mode"):
             out.append(
                 check(
@@ -576,7 +586,8 @@ def _probe_checks(doc: dict) -> list[dict]:
     for probe, envelope in sorted(doc["probes"].items()):
         for verdict in envelope.get("verdicts") or []:
             status = verdict.get("status")
-            status = status if status in ("pass", "warn", "fail", "skip") else "warn"
+            if status not in ("pass", "warn", "fail"):
+                continue  # "info" verdicts are statements, shown with the probe's results, not checks
             out.append(
                 check(
                     f"probe.{_slug(probe)}.verdict.{_slug(verdict['name'])}",

@@ -60,8 +60,12 @@ _HIGHER_IS_BETTER = (
 )
 
 
+# A list item that names itself (an allocator, a concurrency level, a GPU) is addressed by that name.
+NAME_KEYS = ("allocator", "name", "level", "concurrency", "max_model_len", "gpu_index", "index", "condition")
+
+
 def walk(node, path: tuple = ()):
-    """(path, 'summary'|'comparison', node) for every summary or comparison under node."""
+    """(path, 'summary'|'comparison'|'ratio', node) for every statistic under node."""
     if isinstance(node, dict):
         if {"a", "b", "inside_noise"} <= node.keys():
             yield path, "comparison", node
@@ -69,11 +73,17 @@ def walk(node, path: tuple = ()):
         if {"median", "n", "samples"} <= node.keys():
             yield path, "summary", node
             return
+        if {"median_ratio", "ci_low", "ci_high"} <= node.keys():
+            yield path, "ratio", node
+            return
         for key, value in node.items():
+            if key in ("raw", "runs", "priming_runs"):
+                continue  # raw samples: already inside the summaries
             yield from walk(value, path + (str(key),))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from walk(value, path + (str(i),))
+            name = next((value[k] for k in NAME_KEYS if isinstance(value, dict) and value.get(k) is not None), i)
+            yield from walk(value, path + (str(name),))
 
 
 def higher_is_better(name: str, unit: str | None) -> bool:
@@ -98,8 +108,11 @@ def figures(doc: dict) -> list[dict]:
     for probe in sorted(doc.get("probes") or {}):
         envelope = doc["probes"][probe]
         for path, kind, node in walk(envelope.get("results") or {}):
-            if kind != "summary":
+            if kind == "comparison":
                 continue
+            if kind == "ratio":
+                node = {"median": node.get("median_ratio"), "unit": "ratio", "n": min(node["n"]) if isinstance(node.get("n"), list) else node.get("n"),
+                        "ci_low": node.get("ci_low"), "ci_high": node.get("ci_high"), "samples": []}
             metric = ".".join((probe,) + path)
             key, title, advice = _known(metric)
             out.append(

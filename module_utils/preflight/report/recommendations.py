@@ -116,8 +116,8 @@ def _allocator_ab(doc: dict) -> list[dict]:
     out = []
     for c in metrics.comparisons(doc):
         names = {str(c.get("name_a", "")).lower(), str(c.get("name_b", "")).lower()}
-        if names != set(ALLOCATORS):
-            continue
+        if names != set(ALLOCATORS) or c["path"][-1] != "steady_state_s":
+            continue  # first-call time and RSS are shown, but steady-state latency decides
         winner = _decided(c)
         if winner == "jemalloc" and not jemalloc_on:
             out.append(

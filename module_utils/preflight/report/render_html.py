@@ -269,7 +269,7 @@ def fleet_page(summary: dict) -> str:
         f"{escape(summary['time'])}</p>",
         '<div class="cards">'
         + "".join(
-            f'<div class="card"><b>{t[k]}</b>{label}</div>'
+            f'<div class="card"><b>{t[k]}</b> {label}</div>'
             for k, label in [
                 ("hosts", "hosts"),
                 ("ok", "ok"),

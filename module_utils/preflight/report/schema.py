@@ -1,7 +1,7 @@
 """The host document's JSON Schema, kept in Python so AnsiballZ ships it with the module.
 
 host_document.schema.json beside this file is an export of HOST_DOCUMENT_SCHEMA for readers and other
-tools (`python -m tests.unit.test_report_schema --export` rewrites it); a unit test fails when the two drift.
+tools; `python3 module_utils/preflight/report/schema.py` rewrites it, and a unit test fails when the two drift.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ _STAT_SUMMARY = {
         "mean": _NULLABLE_NUM,
         "stdev": _NULLABLE_NUM,
         "cv": _NULLABLE_NUM,
+        "iqr": _NULLABLE_NUM,
         "ci_low": _NULLABLE_NUM,
         "ci_high": _NULLABLE_NUM,
         "ci_level": _NULLABLE_NUM,
@@ -371,3 +372,15 @@ def validation_errors(document: dict) -> list[str]:
         where = "/".join(str(p) for p in error.absolute_path) or "(document)"
         errors.append(f"{where}: {error.message}")
     return errors
+
+
+def export_path() -> str:
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "host_document.schema.json")
+
+
+if __name__ == "__main__":
+    with open(export_path(), "w", encoding="utf-8") as handle:
+        handle.write(schema_json())
+    print(export_path())

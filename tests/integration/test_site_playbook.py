@@ -1,0 +1,173 @@
+"""playbooks/site.yml run by the real ansible-playbook over real SSH: 3 live hosts, one with an invalid THP value,
+and one unreachable. Every host is a report row; the run still fails (non-zero) after the reports are written.
+
+All SSH hosts share this machine's kernel, so "tuned" means this kernel took the desired values;
+restore_kernel_tunables puts THP back afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.moduleutils import module_util
+from tests.sshfleet import ansible_env, run_playbook
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+GROUP_VARS = yaml.safe_load((Path(__file__).resolve().parents[2] / "group_vars" / "all.yml").read_text())
+# One result per line, so messages can be matched whole.
+JSON_OUTPUT = ansible_env(ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+SCHEMA = json.loads(Path(module_util("preflight.report.schema").export_path()).read_text())
+
+
+def selected(path: Path) -> str:
+    text = path.read_text().strip()
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else text
+
+
+def fleet_inventory(ssh_fleet, path: Path) -> Path:
+    """The test fleet, with an invalid thp_enabled for node3 only."""
+    ssh_fleet.inventory(path)
+    doc = yaml.safe_load(path.read_text())
+    doc["all"]["children"]["fleet"]["hosts"]["node3"]["thp_enabled"] = "sometimes"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def site_run(ssh_fleet, tmp_path_factory):
+    """One real site.yml run over the fleet; the kernel's THP values are put back afterwards."""
+    from tests.conftest import KERNEL_TUNABLES, _selected
+
+    before = {p: p.read_text() for p in KERNEL_TUNABLES if p.exists()}
+    work = tmp_path_factory.mktemp("site")
+    reports = work / "reports"
+    # The THP values before the run, as the kernel held them: the role must report these as "before".
+    thp_before = {"thp_enabled": selected(THP / "enabled"), "thp_defrag": selected(THP / "defrag")}
+    try:
+        proc = run_playbook("playbooks/site.yml", fleet_inventory(ssh_fleet, work / "hosts.yml"),
+                            "-e", f"preflight_report_dir={reports}", env=JSON_OUTPUT, timeout=600)
+    finally:
+        for path, text in before.items():
+            if _selected(path.read_text()) != _selected(text):
+                path.write_text(_selected(text))
+    return {"proc": proc, "reports": reports, "work": work, "thp_before": thp_before}
+
+
+def docs_of(run_dir: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in run_dir.glob("*.json") if p.name != "summary.json"}
+
+
+def test_run_completes_writes_reports_then_exits_non_zero(site_run):
+    proc = site_run["proc"]
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-4000:]
+    assert "Preflight: 2 host(s) did not finish (dead1, node3)" in output
+    latest = site_run["reports"] / "latest"
+    assert latest.is_symlink()
+    run_dir = latest.resolve()
+    assert run_dir.parent == site_run["reports"]
+    assert f"Reports: {run_dir}/summary.html" in output
+    # the failure comes after the reports: every file is there
+    assert {p.name for p in run_dir.iterdir()} >= {"summary.md", "summary.html", "summary.json", "preflight.prom",
+                                                   "junit.xml", "node1.json", "node1.md", "node1.html", "dead1.md"}
+
+
+def test_live_hosts_are_tuned_and_reported_with_before_and_after(site_run):
+    docs = docs_of((site_run["reports"] / "latest").resolve())
+    for host in ("node1", "node2"):
+        doc = docs[host]
+        assert (doc["status"], doc["error"]) == ("ok", None), doc["error"]
+        rows = {s["name"]: s for s in doc["settings"]["thp"]["settings"]}
+        assert rows["thp_enabled"]["after"] == GROUP_VARS["thp_enabled"]
+        assert rows["thp_defrag"]["after"] == GROUP_VARS["thp_defrag"]
+        # One kernel under three hosts: the first host to tune saw the original value, the others Preflight's.
+        assert rows["thp_defrag"]["before"] in (site_run["thp_before"]["thp_defrag"], GROUP_VARS["thp_defrag"])
+        checks = {c["id"]: c for c in doc["checks"]}
+        assert checks["thp.enabled"]["status"] == checks["thp.defrag"]["status"] == "pass"
+        assert checks["thp.enabled"]["measured"] == GROUP_VARS["thp_enabled"]
+        # node_facts read the kernel after tuning (reading sysfs here instead would race other tests' writes)
+        assert doc["facts"]["thp"]["enabled"] == GROUP_VARS["thp_enabled"]
+        assert doc["facts"]["thp"]["defrag"] == GROUP_VARS["thp_defrag"]
+        assert doc["facts"]["kernel"]["release"] == os.uname().release
+        expected_persist = "warn" if not os.path.exists("/etc/default/grub") else "pass"
+        assert checks["thp.persisted"]["status"] == expected_persist
+        md = (site_run["reports"] / "latest" / f"{host}.md").read_text()
+        assert f"| thp | thp_defrag | {rows['thp_defrag']['before']} | {GROUP_VARS['thp_defrag']} |" in md
+
+
+def test_unreachable_host_is_a_row_with_its_error(site_run):
+    run_dir = (site_run["reports"] / "latest").resolve()
+    dead = docs_of(run_dir)["dead1"]
+    assert dead["status"] == "unreachable"
+    assert dead["error"]["task"] == "ping"
+    assert "127.0.0.254" in dead["error"]["msg"] and "Connection refused" in dead["error"]["msg"]
+    assert dead["facts"] is None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    row = next(r for r in summary["hosts"] if r["host"] == "dead1")
+    assert (row["status"], row["verdict"]) == ("unreachable", "fail")
+    assert "- **dead1** UNREACHABLE at `ping`: " in (run_dir / "summary.md").read_text()
+
+
+def test_failing_host_is_a_failed_row_and_did_not_stop_the_others(site_run):
+    run_dir = (site_run["reports"] / "latest").resolve()
+    docs = docs_of(run_dir)
+    node3 = docs["node3"]
+    assert node3["status"] == "failed"
+    assert "thp_enabled" in node3["error"]["msg"] and "sometimes" in node3["error"]["msg"]
+    assert node3["error"]["task"]
+    assert node3["facts"] is not None, "facts are read even after a failed role"
+    assert "thp" not in node3["settings"]  # rejected before any change
+    assert docs["node1"]["status"] == docs["node2"]["status"] == "ok"
+    assert sorted(docs) == ["dead1", "node1", "node2", "node3"]
+
+
+def test_documents_validate_and_machine_outputs_agree(site_run):
+    run_dir = (site_run["reports"] / "latest").resolve()
+    for doc in docs_of(run_dir).values():
+        jsonschema.validate(doc, SCHEMA)
+    import xml.etree.ElementTree as ET
+
+    junit = ET.parse(run_dir / "junit.xml").getroot()
+    assert sorted(s.get("name") for s in junit.findall("testsuite")) == ["dead1", "node1", "node2", "node3"]
+    prom = (run_dir / "preflight.prom").read_text()
+    assert 'preflight_host_up{host="dead1"} 0' in prom
+    assert 'preflight_host_status{host="node3",status="failed"} 1' in prom
+
+
+def test_second_run_compares_each_host_with_its_previous_report(site_run, ssh_fleet, restore_kernel_tunables):
+    first = (site_run["reports"] / "latest").resolve()
+    proc = run_playbook("playbooks/site.yml", ssh_fleet.inventory(site_run["work"] / "two.yml"),
+                        "--limit", "node1", "-e", f"preflight_report_dir={site_run['reports']}", env=JSON_OUTPUT,
+                        timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    second = (site_run["reports"] / "latest").resolve()
+    assert second != first
+    docs = docs_of(second)
+    assert sorted(docs) == ["node1"]  # --limit: only the hosts that took part
+    assert docs["node1"]["history"]["previous_run_id"] == first.name
+    assert docs["node1"]["history"]["regressions"] == []
+
+
+def test_report_module_in_check_mode_computes_but_writes_nothing(tmp_path):
+    args = {"report_dir": str(tmp_path / "reports"), "hosts": [
+        {"host": "dead1", "ping": {"unreachable": True, "msg": "Failed to connect to the host via ssh"}}]}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "preflight_report", "--check",
+         "-a", json.dumps(args), "-o"],
+        cwd=Path(__file__).resolve().parents[2], env=ansible_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.split("=>", 1)[1])
+    assert result["changed"] is True and result["files"] == []
+    assert str(tmp_path / "reports" / result["run_id"] / "dead1.md") in result["would_write"]
+    assert result["not_ok_hosts"] == {"dead1": "unreachable: Failed to connect to the host via ssh"}
+    assert result["msg"].startswith("Reports: (check mode, nothing written) ")
+    assert not (tmp_path / "reports").exists()
