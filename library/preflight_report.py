@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.preflight.report import pipeline
+
 DOCUMENTATION = r"""
 ---
 module: preflight_report
 short_description: Write Preflight's host documents, checks and fleet reports for one run
 description:
-  - Runs on the controller (C(hosts: localhost), or C(delegate_to: localhost) with C(run_once)) after the
-    tuning play, with one entry per host of the run, including hosts that failed or were unreachable.
-  - Builds one JSON document per host (schema version 1: status, error, facts, settings before/after,
+  - Runs on the controller (C(delegate_to=localhost) with C(run_once), as C(playbooks/report.yml) does) after
+    the tuning play, with one entry per host of the run, including hosts that failed or were unreachable.
+  - Builds one JSON document per host (schema version 1 with status, error, facts, settings before/after,
     probe results, checks, recommendations, fleet outliers, comparison with the host's previous run),
     validates it against the schema, and renders per-host Markdown and HTML, a fleet summary
     (Markdown, HTML, JSON), a Prometheus textfile and JUnit XML.
@@ -64,7 +69,7 @@ options:
         type: dict
         default: {}
       desired:
-        description: The desired state the host was tuned to, per role (C({thp: {enabled, defrag, ...}})).
+        description: The desired state the host was tuned to, per role, for example C(thp.enabled) and C(hugepages.count).
         type: dict
         default: {}
       thresholds:
@@ -79,10 +84,15 @@ options:
         description: Seconds per phase.
         type: dict
         default: {}
+      run:
+        description:
+          - C(preflight_run) as the entry playbooks record it (level, budget, planned, ran, failed, skipped with
+            the reason, phases with their seconds). Its level wins over O(hosts[].level).
+        type: dict
   run_id:
     description:
       - Name of the run directory; default a time-sortable id such as C(20261123T151700Z-3fa2).
-      - Letters, digits, C(.), C(_), C(-); not C(latest).
+      - Letters, digits, C(.), C(_), C(-), and not C(latest).
     type: str
   prometheus_dir:
     description:
@@ -166,7 +176,7 @@ not_ok_hosts:
   returned: always
   type: dict
 failing_checks:
-  description: Per host, the checks that failed, as "id: reason".
+  description: Per host, the checks that failed, each as the check id, a colon and the reason.
   returned: always
   type: dict
 totals:
@@ -180,10 +190,6 @@ lines:
   elements: str
 """
 
-import os
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.preflight.report import pipeline
 
 HOST_SPEC = dict(
     host=dict(type="str", required=True),
@@ -198,6 +204,7 @@ HOST_SPEC = dict(
     thresholds=dict(type="dict", default={}),
     probes=dict(type="dict", default={}),
     timings=dict(type="dict", default={}),
+    run=dict(type="dict", default={}),
 )
 
 

@@ -254,15 +254,16 @@ def _worker(args) -> int:
     owner = malloc_owner()
     t0 = time.perf_counter()
     import torch
+
+    try:
+        dev = worker.torch_device(args.device)
+    except RuntimeError as exc:
+        return worker.emit_result({"error": str(exc)}, failed=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import_s = time.perf_counter() - t0
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        dev = worker.torch_device(args.device)
-    except RuntimeError as exc:
-        return worker.emit_result({"error": str(exc)}, failed=True)
     t = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype="auto").to(dev).eval()
@@ -357,6 +358,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("probes generate: --processes, --calls, --new-tokens and --prompt-tokens must be >= 1\n")
         return 2
 
+    worker.exit_on_sigterm()
     from probes import model as model_mod
     from probes import result
 

@@ -15,6 +15,7 @@ copy GB/s, pinned and pageable, per GPU. GB means 1e9 bytes.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -309,24 +310,27 @@ def _load_worker(args) -> int:
     import torch
 
     t1 = time.perf_counter()
-    import transformers  # noqa: F401  (the import is what is timed)
-    from transformers import AutoModelForCausalLM
-
-    t2 = time.perf_counter()
-    try:
+    try:  # before importing transformers: a host without the asked-for device fails in seconds
         dev = worker.torch_device(args.device)
     except RuntimeError as exc:
         return worker.emit_result({"error": str(exc)}, failed=True)
+    t2 = time.perf_counter()
+    import transformers  # noqa: F401  (the import is what is timed)
+    from transformers import AutoModelForCausalLM
+
+    t3 = time.perf_counter()
     rss_import = worker.rss_bytes()
     cuda_init_s = None
     nvml_before = None
     if dev.type == "cuda":
-        nvml_before = worker.nvml_used_bytes(dev)
+        before = worker.nvml_used_by_bus()  # NVML only: reading it through torch would start CUDA first
         t = time.perf_counter()
         torch.cuda.init()
         torch.zeros(1, device=dev)
         worker.synchronize(dev)
         cuda_init_s = time.perf_counter() - t
+        bus = worker.pci_bus_id(dev)
+        nvml_before = before.get(worker._norm_bus(bus)) if bus else None
 
     if args.placement == "direct":
         t = time.perf_counter()
@@ -348,7 +352,7 @@ def _load_worker(args) -> int:
     payload = {
         "start_wall_time": t_start_wall,
         "import_torch_s": t1 - t0,
-        "import_transformers_s": t2 - t1,
+        "import_transformers_s": t3 - t2,
         "cuda_init_s": cuda_init_s,
         "from_pretrained_s": from_pretrained_s,
         "to_device_s": to_device_s,
@@ -374,8 +378,16 @@ def _h2d_worker(args) -> int:
     size = args.copy_mib << 20
     indices = [int(i) for i in args.gpus.split(",")] if args.gpus else list(range(torch.cuda.device_count()))
     gpus = []
+    all_cpus = os.sched_getaffinity(0)
+    threads = torch.get_num_threads()
     for index in indices:
         dev = torch.device("cuda", index)
+        # Host buffers on the GPU's own NUMA node: run on the CPUs NVML calls local, single-threaded so that
+        # first touch (which places the pages) happens there, as a NUMA-aware server would allocate them.
+        local = sorted(set(worker.nvml_cpu_affinity(dev) or []) & all_cpus)
+        if local:
+            os.sched_setaffinity(0, local)
+        torch.set_num_threads(1)
         pageable = torch.ones(size, dtype=torch.uint8)  # ones: every page touched before timing
         pinned = torch.ones(size, dtype=torch.uint8).pin_memory()
         dst = torch.empty(size, dtype=torch.uint8, device=dev)
@@ -393,11 +405,14 @@ def _h2d_worker(args) -> int:
             "name": torch.cuda.get_device_name(dev),
             "pci_bus_id": worker.pci_bus_id(dev),
             "copy_bytes": size,
+            "host_cpus": local or None,  # None: NVML gave no affinity, buffers wherever the kernel put them
             "pinned": rates["pinned"],
             "pageable": rates["pageable"],
         })
         del pageable, pinned, dst
         torch.cuda.empty_cache()
+        os.sched_setaffinity(0, all_cpus)
+        torch.set_num_threads(threads)
     return worker.emit_result({"gpus": gpus, "reason": None})
 
 
@@ -459,6 +474,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"probes load: --drop-caches given but {reason}\n")
         return 2
 
+    worker.exit_on_sigterm()
     from probes import model as model_mod
     from probes import result
 
@@ -534,6 +550,7 @@ def main(argv: list[str]) -> int:
                     "name": g["name"],
                     "pci_bus_id": g["pci_bus_id"],
                     "copy_bytes": g["copy_bytes"],
+                    "host_cpus": g["host_cpus"],
                     "pinned_gb_per_s": stats.summarize(g["pinned"], "GB/s"),
                     "pageable_gb_per_s": stats.summarize(g["pageable"], "GB/s"),
                 }

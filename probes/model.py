@@ -355,10 +355,31 @@ def _make_from_gguf(spec: Shape, out: Path, dtype: str, device: str) -> dict:
             importlib.metadata.version(needed)
         except importlib.metadata.PackageNotFoundError as exc:
             raise ModelError(f"shape {spec.name} needs the Python package {needed!r} to read GGUF") from exc
+    from transformers import AutoConfig
+
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype))
-    model = model.to(device).eval()
+    kwargs = {}
+    try:  # transformers >= 5.18 keeps GGUF weights packed unless told to unpack them
+        from transformers import GgufConfig
+
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    except ImportError:  # older releases always dequantized
+        pass
+    torch_dtype = getattr(torch, dtype)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch_dtype, **kwargs)
+    # A model loaded from GGUF refuses save_pretrained (its quantizer is not serializable): move the dense
+    # weights into a plain model of the same config, which saves as ordinary safetensors that vLLM reads.
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_model_name_or_path", None)
+    config = AutoConfig.for_model(**config_dict)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    del loaded
+    model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return {

@@ -192,9 +192,35 @@ def _summaries(node, path="results"):
             yield from _summaries(v, f"{path}[{i}]")
 
 
+def _minimal_check(doc: dict) -> None:
+    """The schema's core rules by hand, for hosts without jsonschema (the GPU image has none)."""
+    full = schema()
+    missing = [k for k in full["required"] if k not in doc]
+    if missing or doc.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"not a probe envelope v{SCHEMA_VERSION}: missing {missing}")
+    for v in doc["verdicts"]:
+        if v.get("status") not in VERDICT_STATUSES or not v.get("name") or not v.get("text"):
+            raise ValueError(f"bad verdict {v}")
+    required = full["$defs"]["summary"]["required"]
+    for path, kind, node in _summaries(doc.get("results", {})):
+        if kind == "summary":
+            if [k for k in required if k not in node]:
+                raise ValueError(f"{path}: summary lacks {[k for k in required if k not in node]}")
+            if (node["n"] == 0) != (node["median"] is None):
+                raise ValueError(f"{path}: n={node['n']} but median={node['median']}")
+
+
 def validate(doc: dict) -> None:
-    """Raise jsonschema.ValidationError unless doc is a valid envelope whose summaries are valid summaries."""
-    import jsonschema
+    """Raise jsonschema.ValidationError unless doc is a valid envelope whose summaries are valid summaries.
+
+    Without jsonschema installed, the core rules are checked by hand (ValueError) and a note goes to stderr.
+    """
+    try:
+        import jsonschema
+    except ImportError:
+        sys.stderr.write("probes: jsonschema is not installed; envelope checked against the core rules only\n")
+        _minimal_check(doc)
+        return
 
     full = schema()
     validator_cls = jsonschema.validators.validator_for(full)

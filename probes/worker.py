@@ -79,6 +79,16 @@ def run_worker(args: list[str], *, env: dict, timeout_s: float) -> WorkerRun:
     return WorkerRun(payload, None, spawn, wall, proc.returncode)
 
 
+def exit_on_sigterm() -> None:
+    """In a probe's parent: SIGTERM (Ansible timeout, systemd stop) unwinds like Ctrl-C, so run_worker kills the
+    worker's process group on its way out instead of leaving it running."""
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -178,32 +188,84 @@ def pci_bus_id(dev) -> str | None:
 
     try:
         p = torch.cuda.get_device_properties(dev)
-        return f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0".upper()
+        return f"{p.pci_domain_id:04X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
     except (AttributeError, RuntimeError):
         return None
 
 
-def nvml_used_bytes(dev) -> int | None:
-    """Device memory in use on dev's GPU as NVML reports it (all processes, includes CUDA contexts)."""
-    if dev.type != "cuda":
-        return None
+def _nvml():
     try:
         import pynvml
     except ImportError:
         return None
     try:
         pynvml.nvmlInit()
+    except Exception:  # no driver / no library: a host without an NVIDIA GPU
+        return None
+    return pynvml
+
+
+def nvml_used_by_bus() -> dict[str, int]:
+    """Device memory in use per GPU (PCI bus id -> bytes), read without touching CUDA: the baseline before init."""
+    pynvml = _nvml()
+    if pynvml is None:
+        return {}
+    try:
+        out = {}
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            bus = pynvml.nvmlDeviceGetPciInfo(h).busId
+            out[_norm_bus(bus)] = int(pynvml.nvmlDeviceGetMemoryInfo(h).used)
+        return out
     except Exception:
+        return {}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _norm_bus(bus) -> str:
+    """'00000000:1A:00.0', '0000:1a:00.0' -> '0000:1A:00.0' (NVML and CUDA pad the domain differently)."""
+    text = bus.decode() if isinstance(bus, bytes) else str(bus)
+    domain, _, rest = text.partition(":")
+    return f"{int(domain, 16):04X}:{rest.upper()}"
+
+
+def nvml_cpu_affinity(dev) -> list[int] | None:
+    """CPUs NVML calls local to dev's GPU (its NUMA node), or None when unknown."""
+    pynvml = _nvml()
+    if pynvml is None:
         return None
     try:
-        bus = pci_bus_id(dev)
+        handle = _nvml_handle(pynvml, dev)
+        words = (os.cpu_count() + 63) // 64
+        mask = pynvml.nvmlDeviceGetCpuAffinity(handle, words)
+        cpus = [w * 64 + b for w, word in enumerate(mask) for b in range(64) if (int(word) >> b) & 1]
+        return cpus or None
+    except Exception:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _nvml_handle(pynvml, dev):
+    bus = pci_bus_id(dev)
+    if bus:
         try:
-            handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus) if bus else None
+            return pynvml.nvmlDeviceGetHandleByPciBusId(bus)
         except pynvml.NVMLError:
-            handle = None
-        if handle is None:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(dev.index or 0)
-        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+            pass
+    return pynvml.nvmlDeviceGetHandleByIndex(dev.index or 0)
+
+
+def nvml_used_bytes(dev) -> int | None:
+    """Device memory in use on dev's GPU as NVML reports it (all processes, includes CUDA contexts)."""
+    if dev.type != "cuda":
+        return None
+    pynvml = _nvml()
+    if pynvml is None:
+        return None
+    try:
+        return int(pynvml.nvmlDeviceGetMemoryInfo(_nvml_handle(pynvml, dev)).used)
     except Exception:
         return None
     finally:

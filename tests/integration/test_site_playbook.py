@@ -52,8 +52,14 @@ def site_run(ssh_fleet, tmp_path_factory):
     # The THP values before the run, as the kernel held them: the role must report these as "before".
     thp_before = {"thp_enabled": selected(THP / "enabled"), "thp_defrag": selected(THP / "defrag")}
     try:
-        proc = run_playbook("playbooks/site.yml", fleet_inventory(ssh_fleet, work / "hosts.yml"),
-                            "-e", f"preflight_report_dir={reports}", env=JSON_OUTPUT, timeout=600)
+        proc = run_playbook(
+            "playbooks/site.yml",
+            fleet_inventory(ssh_fleet, work / "hosts.yml"),
+            "-e",
+            f"preflight_report_dir={reports}",
+            env=JSON_OUTPUT,
+            timeout=600,
+        )
     finally:
         for path, text in before.items():
             if _selected(path.read_text()) != _selected(text):
@@ -76,8 +82,17 @@ def test_run_completes_writes_reports_then_exits_non_zero(site_run):
     assert run_dir.parent == site_run["reports"]
     assert f"Reports: {run_dir}/summary.html" in output
     # the failure comes after the reports: every file is there
-    assert {p.name for p in run_dir.iterdir()} >= {"summary.md", "summary.html", "summary.json", "preflight.prom",
-                                                   "junit.xml", "node1.json", "node1.md", "node1.html", "dead1.md"}
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "summary.md",
+        "summary.html",
+        "summary.json",
+        "preflight.prom",
+        "junit.xml",
+        "node1.json",
+        "node1.md",
+        "node1.html",
+        "dead1.md",
+    }
 
 
 def test_live_hosts_are_tuned_and_reported_with_before_and_after(site_run):
@@ -144,9 +159,16 @@ def test_documents_validate_and_machine_outputs_agree(site_run):
 
 def test_second_run_compares_each_host_with_its_previous_report(site_run, ssh_fleet, restore_kernel_tunables):
     first = (site_run["reports"] / "latest").resolve()
-    proc = run_playbook("playbooks/site.yml", ssh_fleet.inventory(site_run["work"] / "two.yml"),
-                        "--limit", "node1", "-e", f"preflight_report_dir={site_run['reports']}", env=JSON_OUTPUT,
-                        timeout=600)
+    proc = run_playbook(
+        "playbooks/site.yml",
+        ssh_fleet.inventory(site_run["work"] / "two.yml"),
+        "--limit",
+        "node1",
+        "-e",
+        f"preflight_report_dir={site_run['reports']}",
+        env=JSON_OUTPUT,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     second = (site_run["reports"] / "latest").resolve()
     assert second != first
@@ -157,12 +179,26 @@ def test_second_run_compares_each_host_with_its_previous_report(site_run, ssh_fl
 
 
 def test_report_module_in_check_mode_computes_but_writes_nothing(tmp_path):
-    args = {"report_dir": str(tmp_path / "reports"), "hosts": [
-        {"host": "dead1", "ping": {"unreachable": True, "msg": "Failed to connect to the host via ssh"}}]}
+    args = {
+        "report_dir": str(tmp_path / "reports"),
+        "hosts": [{"host": "dead1", "ping": {"unreachable": True, "msg": "Failed to connect to the host via ssh"}}],
+    }
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-m", "preflight_report", "--check",
-         "-a", json.dumps(args), "-o"],
-        cwd=Path(__file__).resolve().parents[2], env=ansible_env(), capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-m",
+            "preflight_report",
+            "--check",
+            "-a",
+            json.dumps(args),
+            "-o",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout.split("=>", 1)[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -163,8 +164,11 @@ def test_check_mode_reports_the_change_and_leaves_sysfs_byte_identical(thp_run, 
         ("thp_defrag", "defer", "never", True),
         ("thp_khugepaged_defrag", "0", "1", True),
     ]
-    assert result["persistence"][0]["state"] == "installed"
-    assert result["persistence"][0]["detail"].endswith("(check mode: nothing was written)")
+    assert result["persistence"] == [
+        {"method": "systemd", "state": "installed", "path": str(UNIT),
+         "detail": "unit would be written and enabled by the sysinit.target.wants symlink "
+                   "(check mode: nothing was written)"},
+    ]
     assert (result["verified"], result["check_mode"]) == (False, True)
     assert "-always\n+madvise\n" in run.output
     assert run.recap["node1"]["changed"] > 0
@@ -258,19 +262,35 @@ def test_record_keeps_the_first_replaced_values_and_rollback_restores_exact_byte
     assert snapshot() == original
 
 
-def test_other_writers_of_thp_at_boot_are_reported_as_conflicts(thp_run, clean_thp, tmp_path):
+@pytest.mark.skipif(os.path.exists("/etc/tuned"), reason="this machine has a real tuned configuration")
+def test_tuned_profile_and_other_boot_writers_of_thp_are_reported_as_conflicts(thp_run, clean_thp):
+    # Real files where tuned and systemd-tmpfiles look; tuned itself is not installed here, so nothing acts on them.
     tmpfiles = Path("/etc/tmpfiles.d/zz-preflight-test-thp.conf")
-    tmpfiles.write_text(f"w {ENABLED} - - - - always\n")
+    tuned_link = Path("/etc/systemd/system/multi-user.target.wants/tuned.service")
+    tuned = Path("/etc/tuned")
     try:
+        tmpfiles.write_text(f"w {ENABLED} - - - - always\n")
+        (tuned / "preflight-test-base").mkdir(parents=True)
+        (tuned / "preflight-test-base" / "tuned.conf").write_text("[vm]\ntransparent_hugepages=always\n")
+        (tuned / "preflight-test").mkdir()
+        (tuned / "preflight-test" / "tuned.conf").write_text("[main]\ninclude=preflight-test-base\n[cpu]\n")
+        (tuned / "active_profile").write_text("preflight-test\n")
+        tuned_link.symlink_to("/lib/systemd/system/tuned.service")
+
         run = thp_run(APPLY, "--check")
     finally:
-        tmpfiles.unlink()
+        tmpfiles.unlink(missing_ok=True)
+        tuned_link.unlink(missing_ok=True)
+        shutil.rmtree(tuned, ignore_errors=True)
 
     assert run.proc.returncode == 0, run.output
-    assert (
+    assert run.results["node1"]["conflicts"] == [
+        "tuned profile 'preflight-test' sets transparent_hugepages=always (/etc/tuned/preflight-test-base/tuned.conf) "
+        "and tuned is enabled: it applies that at every start and overrides thp_enabled=madvise; set it in a custom "
+        "tuned profile or disable tuned",
         f"{tmpfiles} writes Transparent Huge Pages settings too: at boot it may override thp_enabled=madvise "
-        "and thp_defrag=never; remove it or make it agree"
-    ) in run.results["node1"]["conflicts"]
+        "and thp_defrag=never; remove it or make it agree",
+    ]
 
 
 def test_role_tunes_every_live_host_of_the_fleet_and_marks_the_dead_one_unreachable(thp_run, clean_thp, ssh_fleet):

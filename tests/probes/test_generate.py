@@ -159,3 +159,28 @@ def test_bad_allocator_name_is_a_usage_error():
     proc = run_probe("generate", "--allocators", "glibc,mimalloc")
     assert proc.returncode == 2
     assert "each of glibc, jemalloc, tcmalloc at most once" in proc.stderr
+
+
+def test_sigterm_to_the_probe_stops_its_worker_processes(tiny_model):
+    import time
+
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen([sys.executable, "-m", "probes", "generate", "--model", str(tiny_model),
+                               "--allocators", "glibc", "--processes", "3", "--calls", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        children = []
+        while not children and time.monotonic() < deadline:
+            children = psutil.Process(parent.pid).children(recursive=True)
+            time.sleep(0.2)
+        assert children, "the probe started no worker"
+        parent.terminate()
+        assert parent.wait(timeout=30) == 128 + 15
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"workers left running: {alive}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

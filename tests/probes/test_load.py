@@ -130,3 +130,9 @@ def test_cuda_asked_for_on_a_cpu_host_is_an_error_not_a_sample(tiny_model):
     assert any("sees no CUDA device" in e for e in doc["errors"])
     assert "sees no CUDA device" in doc["results"]["limits"]["h2d_not_measured"]
     assert {"name": "measurement", "status": "fail", "text": "2 run(s) failed; see errors"} in doc["verdicts"]
+
+
+def test_pci_bus_ids_from_nvml_and_cuda_compare_equal():
+    from probes import worker
+
+    assert worker._norm_bus(b"00000000:1A:00.0") == worker._norm_bus("0000:1a:00.0") == "0000:1A:00.0"

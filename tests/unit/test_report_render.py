@@ -70,6 +70,14 @@ class Page(HTMLParser):
         return " ".join("".join(self.text).split())
 
 
+RUN = {"level": "standard", "budget_s": 900, "planned": ["load", "ttft", "kv", "batching", "allocator_ab"],
+       "ran": ["load", "ttft", "kv", "batching", "allocator_ab"], "failed": [],
+       "skipped": [{"probe": "kv_sweep", "reason": "not at level standard"}],
+       "phases": [{"name": "tune", "duration_s": 4.2, "status": "ok"}, {"name": "facts", "duration_s": 1.3,
+                                                                         "status": "ok"}],
+       "total_s": 300.5, "certify_s": 296.3, "over_budget": False}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("reports")
@@ -77,10 +85,15 @@ def run_dir(tmp_path_factory) -> Path:
     items = []
     for i, (name, warm) in enumerate(normal.items()):
         probes = {"ttft": s.ttft_probe(warm_ms=warm, seed=i)}
-        if name == "node1":
-            probes["generate"] = s.allocator_probe(glibc_s=1.5, jemalloc_s=1.2)
-        facts = s.facts(gpus=[s.gpu(0), s.gpu(1, width=8)]) if name == "node1" else s.facts()
-        items.append(s.host(name, probes=probes, facts=facts))
+        extra = {}
+        if name == "node1":  # every probe kind, two GPUs (one on a narrow link) and a run record
+            probes.update(
+                load=s.load_probe(), allocator_ab=s.allocator_probe(glibc_s=1.5, jemalloc_s=1.2),
+                kv=s.kv_probe([(2048, "1GiB", 32768, 16.0), (4096, "1GiB", 32768, 8.0)]),
+                batching=s.batching_probe({1: 100.0, 2: 190.0, 4: 350.0, 8: 420.0},
+                                          {1: 20.0, 2: 24.0, 4: 35.0, 8: 80.0}))
+            extra = {"facts": s.facts(gpus=[s.gpu(0), s.gpu(1, width=8)]), "run": RUN}
+        items.append(s.host(name, probes=probes, **extra))
     items += [s.failed("node3"), s.unreachable("dead1")]
     run = s.build(items, root, run_id="run-under-test")
     s.pipeline.write_run(run, str(root))
@@ -89,8 +102,10 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_every_file_is_written_and_latest_points_at_the_run(run_dir):
     names = sorted(p.name for p in run_dir.iterdir())
-    expected = sorted([f"{h}.{ext}" for h in HOSTS for ext in ("json", "md", "html")]
-                      + ["summary.json", "summary.md", "summary.html", "preflight.prom", "junit.xml"])
+    expected = sorted(
+        [f"{h}.{ext}" for h in HOSTS for ext in ("json", "md", "html")]
+        + ["summary.json", "summary.md", "summary.html", "preflight.prom", "junit.xml"]
+    )
     assert names == expected  # and no temp files left behind
     latest = run_dir.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == run_dir.resolve()
@@ -111,7 +126,7 @@ def test_summary_json_counts_every_host_and_lists_the_ones_that_did_not_finish(r
     assert summary["not_ok"] == ["dead1", "node3"]
     rows = {r["host"]: r for r in summary["hosts"]}
     assert rows["dead1"]["error"] == {"task": "ping", "msg": s.UNREACHABLE_MSG}
-    assert [o["metric"] for o in rows["slow5"]["outliers"]] == ["ttft.warm.ttft_ms"]
+    assert [o["metric"] for o in rows["slow5"]["outliers"]] == ["ttft.warm_ms"]
     assert "node1" in summary["failing_checks"]  # the x8 link of GPU 1
     assert rows["node1"]["files"] == {"json": "node1.json", "md": "node1.md", "html": "node1.html"}
 
@@ -126,7 +141,7 @@ def test_fleet_html_has_a_sortable_row_per_host_counts_outliers_and_unreachable_
     text = page.all_text()
     assert "6 hosts" in text and "1 unreachable" in text
     assert f"dead1 at ping: {s.UNREACHABLE_MSG}" in text
-    assert "slow5 ttft.warm.ttft_ms = " in text
+    assert "slow5 ttft.warm_ms = " in text
     scripts = [a for t, a in page.tags if t == "script"]
     assert scripts == [{}], "one inline script (the table sort), nothing loaded from elsewhere"
     links = {a["href"] for t, a in page.tags if t == "a"}
@@ -134,20 +149,37 @@ def test_fleet_html_has_a_sortable_row_per_host_counts_outliers_and_unreachable_
     assert all((run_dir / link).exists() for link in links)
 
 
-def test_host_html_is_self_contained_with_charts_for_the_probes_that_ran(run_dir):
-    page = Page((run_dir / "node1.html").read_text())
+def test_host_html_is_self_contained_with_a_chart_for_each_probe_that_ran(run_dir):
+    html = (run_dir / "node1.html").read_text()
+    page = Page(html)
     assert page.errors == []
-    assert not [a for t, a in page.tags if t in ("script", "link", "img", "iframe")]
-    assert not [a for t, a in page.tags if any(str(v).startswith(("http:", "//")) for k, v in a.items() if k != "xmlns")]
-    titles = [t for t in page.text if t.startswith(("ttft:", "generate", "jemalloc"))]
-    assert any(t.startswith("ttft: medians") for t in titles)
-    assert any("every sample" in t for t in titles)  # the allocator distributions
-    assert sum(1 for t, _ in page.tags if t == "svg") >= 3
+    assert not [a for t, a in page.tags if t in ("script", "link", "img", "iframe", "object", "embed")]
+    urls = [v for _, a in page.tags for k, v in a.items() if k != "xmlns" and "//" in str(v)]
+    assert urls == [], "nothing is fetched from elsewhere"
+    assert sum(1 for t, _ in page.tags if t == "svg") == 7  # load 2, allocators 1, ttft 1, kv 1, batching 2
     text = page.all_text()
-    for section in ("Model load: cold vs warm", "KV cache: max concurrency vs max-model-len",
-                    "Throughput and TTFT vs concurrency"):
-        assert f"{section} Not run (level quick)." in text
+    for chart in ("load: seconds per phase, cold vs warm (median, p5-p95)",
+                  "load: weights GB/s against the measured limits",
+                  "allocator_ab: steady-state generate() per allocator (every sample, median, 95 % CI)",
+                  "ttft: time to first token (warm: median, p5-p95)",
+                  "kv: max concurrency vs max-model-len",
+                  "batching: output throughput vs concurrency (median, 95 % CI)",
+                  "batching: TTFT vs concurrency"):
+        assert chart in text, chart
+    assert "disk read 1.7" in text  # the disk's measured GB/s drawn as a limit line
     assert "Link trained at x8 of x16" in text
+    assert "Level standard: certifying took 296.3 s of the 900 s budget (300.5 s with tuning)." in text
+    assert "Skipped: kv_sweep: not at level standard" in text
+
+
+def test_probes_that_did_not_run_say_so(run_dir):
+    text = Page((run_dir / "node2.html").read_text()).all_text()
+    for section in ("Model load: cold vs warm", "Generation latency by allocator",
+                    "KV cache: max concurrency vs max-model-len", "Throughput and TTFT vs concurrency"):
+        assert f"{section} Not run (level quick)." in text
+    assert "Time to first token: cold vs warm ttft: time to first token" in text
+    md = (run_dir / "node2.md").read_text()
+    assert "### Model load: cold vs warm\n\nNot run (level quick).\n" in md
 
 
 def test_unreachable_and_failed_host_pages_lead_with_the_error(run_dir):
@@ -201,8 +233,12 @@ def test_prometheus_textfile_parses_and_carries_host_labels(run_dir):
     assert value("preflight_host_status", host="node3", status="failed") == 1
     assert value("preflight_host_status", host="node3", status="ok") == 0
     assert value("preflight_check_status", host="node2", check="thp.enabled", status="pass") == 1
-    assert value("preflight_outlier", host="slow5", metric="ttft.warm.ttft_ms", group="h100", direction="high") == 1
-    warm = value("preflight_probe_median", host="slow5", probe="ttft", metric="ttft.warm.ttft_ms", unit="ms")
+    assert value("preflight_outlier", host="slow5", metric="ttft.warm_ms", group="h100", direction="high") == 1
+    warm = value("preflight_probe_value", host="slow5", probe="ttft", metric="ttft.warm_ms", unit="ms")
     assert warm == pytest.approx(60.0, rel=0.1)
+    median = value("preflight_probe_median", host="slow5", probe="ttft", metric="ttft.warm.completions.ttft_ms",
+                   unit="ms")
+    assert median == warm
+    assert value("preflight_phase_seconds", host="node1", phase="tune") == 4.2
     assert not [k for k in samples if k[0] == "preflight_probe_median" and ("host", "node3") in k[1]]
     assert not [k for k in samples if k[0] == "preflight_gpus" and ("host", "dead1") in k[1]]

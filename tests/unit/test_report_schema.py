@@ -24,9 +24,16 @@ def test_schema_is_a_valid_draft_2020_12_schema():
 
 
 def test_documents_of_every_kind_validate_against_the_file(tmp_path):
-    items = [s.host("node1", facts=s.facts(gpus=[s.gpu(0)]), probes={"ttft": s.ttft_probe(),
-                                                                     "generate": s.allocator_probe(1.5, 1.2)}),
-             s.host("node2"), s.failed("node3"), s.unreachable("dead1")]
+    items = [
+        s.host(
+            "node1",
+            facts=s.facts(gpus=[s.gpu(0)]),
+            probes={"ttft": s.ttft_probe(), "generate": s.allocator_probe(1.5, 1.2)},
+        ),
+        s.host("node2"),
+        s.failed("node3"),
+        s.unreachable("dead1"),
+    ]
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
     for doc in s.build(items, tmp_path)["docs"]:
         assert list(validator.iter_errors(doc)) == [], doc["host"]

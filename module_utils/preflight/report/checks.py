@@ -6,6 +6,8 @@ means and what to do, written for the operator who reads it at 3 a.m.
 
 from __future__ import annotations
 
+import statistics
+
 from ansible.module_utils.preflight.report import metrics
 from ansible.module_utils.preflight.report import thresholds as thr
 
@@ -42,6 +44,7 @@ def run_checks(doc: dict) -> list[dict]:
     out = _host_checks(doc)
     if doc["status"] == "unreachable":
         return out
+    out += _run_checks(doc)
     out += _thp_checks(doc)
     out += _hugepages_checks(doc)
     out += _jemalloc_checks(doc)
@@ -99,6 +102,35 @@ def _host_checks(doc: dict) -> list[dict]:
     return out
 
 
+def _run_checks(doc: dict) -> list[dict]:
+    run = doc["run"] or {}
+    out = []
+    for failed in run.get("failed") or []:
+        name = failed.get("probe") or "?"
+        how = " (timed out)" if failed.get("timed_out") else (f" (exit status {failed['rc']})" if failed.get("rc") else "")
+        tail = (failed.get("stderr_tail") or "").strip()
+        reason = f"The {name} probe failed{how}: {failed.get('msg') or 'no message'}."
+        if tail:
+            reason += f" End of its stderr: {tail[-400:]}"
+        reason += f" Fix the cause and rerun it alone with --tags {metrics.kind(doc, name)} --limit {doc['host']}."
+        out.append(check(f"run.probe.{_slug(name)}", f"Probe {name} completed", "host", "fail", reason, False, True))
+    if run.get("over_budget"):
+        out.append(check(
+            "run.budget", f"Level {doc['level']} finished within its time budget", "host", "warn",
+            f"Certifying took {run.get('certify_s')} s, over the {run.get('budget_s')} s budget of level "
+            f"{doc['level']} (the phase table shows where the time went). Raise preflight_level_budget_s for this "
+            "class if that is normal for its model, or find the slow phase.",
+            run.get("certify_s"), None, {"direction": "max", "warn": _num(run.get("budget_s")), "fail": None}, "s"))
+    return out
+
+
+def _num(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 # --- THP ------------------------------------------------------------------------------------------
 
 
@@ -139,19 +171,27 @@ def _thp_checks(doc: dict) -> list[dict]:
             task = (doc["error"] or {}).get("task") or "an earlier task"
             out.append(
                 check(
-                    cid, title, "tuning", "fail",
+                    cid,
+                    title,
+                    "tuning",
+                    "fail",
                     f"{path} reads {got} but {var} is {want}: the run stopped at '{task}' before the thp role "
                     f"applied anything (see host.run_completed). Fix that and rerun with --limit {doc['host']}.",
-                    got, want,
+                    got,
+                    want,
                 )
             )
         elif (doc["settings"].get("thp") or {}).get("check_mode"):
             out.append(
                 check(
-                    cid, title, "tuning", "fail",
+                    cid,
+                    title,
+                    "tuning",
+                    "fail",
                     f"{path} reads {got} but {var} is {want}. This was a check-mode run, so nothing was "
                     f"changed: run site.yml without --check (e.g. --limit {doc['host']}) to set it.",
-                    got, want,
+                    got,
+                    want,
                 )
             )
         else:
@@ -317,70 +357,52 @@ def _jemalloc_checks(doc: dict) -> list[dict]:
     result = doc["settings"].get("jemalloc")
     if result is None:
         return []
+    if result.get("enabled") is False:
+        return [check("jemalloc.library", "jemalloc wired in", "tuning", "skip",
+                      "jemalloc_enabled is false: Preflight removed its wiring and leaves the allocator to glibc.")]
     out = []
     library = result.get("library_path")
     if library:
-        out.append(
-            check(
-                "jemalloc.library",
-                "jemalloc library installed",
-                "tuning",
-                "pass",
-                f"jemalloc is at {library}.",
-                library,
-            )
-        )
+        out.append(check("jemalloc.library", "jemalloc library installed", "tuning", "pass",
+                         f"jemalloc is at {library}.", library))
     else:
-        out.append(
-            check(
-                "jemalloc.library",
-                "jemalloc library installed",
-                "tuning",
-                "fail",
-                "The jemalloc role found no libjemalloc on this host: install the package "
-                "(libjemalloc2 on Debian/Ubuntu, jemalloc on RHEL) or set jemalloc_library_path.",
-                None,
-            )
-        )
-    services = result.get("services") or []
-    scope = result.get("scope")
-    if scope == "global" or (not services and scope in (None, "global")):
+        out.append(check(
+            "jemalloc.library", "jemalloc library installed", "tuning", "fail",
+            f"No libjemalloc after the role ran (package {result.get('package') or 'unknown'}): install it "
+            "(libjemalloc2 on Debian/Ubuntu, jemalloc on RHEL) and rerun.", None))
+    if result.get("scope") == "system":
         preload = ((doc["facts"] or {}).get("allocator") or {}).get("ld_so_preload") or []
         preload = preload if isinstance(preload, list) else [preload]
-        mapped = bool(library) and any(library in str(p) for p in preload)
-        if scope == "global":
-            out.append(
-                check(
-                    "jemalloc.preload",
-                    "jemalloc preloaded for every process",
-                    "tuning",
-                    "pass" if mapped else "fail",
-                    f"/etc/ld.so.preload lists {library}."
-                    if mapped
-                    else f"/etc/ld.so.preload does not list {library}: new processes will use glibc malloc. Rerun the "
-                    "jemalloc role and read its output.",
-                    measured=preload,
-                    expected=library,
-                )
-            )
-    for svc in services:
-        name = svc["name"]
-        ok = bool(svc.get("verified"))
-        detail = svc.get("verify_detail") or ""
-        out.append(
-            check(
-                f"jemalloc.service.{_slug(name)}",
-                f"{name} runs with jemalloc",
-                "tuning",
-                "pass" if ok else "fail",
-                (f"Drop-in {svc.get('dropin_path')} preloads jemalloc for {name}. {detail}".strip())
-                if ok
-                else f"{name} is not verified to load jemalloc (drop-in {svc.get('dropin_path')}): {detail or 'no detail'}. "
-                f"Restart {name} so it picks up the drop-in, then rerun.",
-                measured=ok,
-                expected=True,
-            )
-        )
+        listed = bool(library) and any(library in str(p) for p in preload)
+        out.append(check(
+            "jemalloc.preload", "jemalloc preloaded for every process", "tuning", "pass" if listed else "fail",
+            f"/etc/ld.so.preload lists {library}." if listed else
+            f"/etc/ld.so.preload does not list {library}: new processes use glibc malloc. Rerun the jemalloc role "
+            "and read its output.",
+            measured=preload, expected=library))
+    dropins = {p.get("path"): p for p in result.get("persistence") or [] if p.get("method") == "systemd_dropin"}
+    for svc in result.get("services") or []:
+        name = svc.get("unit") or svc["name"]
+        path = svc.get("dropin_path")
+        state = (dropins.get(path) or {}).get("state")
+        present = state in PERSIST_OK
+        out.append(check(
+            f"jemalloc.dropin.{_slug(name)}", f"{name} has the jemalloc drop-in", "tuning",
+            "pass" if present else "fail",
+            f"{path} sets LD_PRELOAD and MALLOC_CONF for {name} ({state})." if present else
+            f"The drop-in for {name} is {state or 'missing'} ({path}): rerun the jemalloc role and read its output.",
+            state, list(PERSIST_OK)))
+        verified = svc.get("verified")
+        detail = svc.get("verify_detail") or "no detail"
+        if verified is True:
+            status, reason = "pass", f"{detail}: {name} runs with jemalloc."
+        elif verified is False:
+            status, reason = "fail", (f"{detail}. {name} still runs with glibc malloc: restart it so it picks the "
+                                      "drop-in up, then rerun.")
+        else:
+            status, reason = "skip", f"Not verified: {detail}."
+        out.append(check(f"jemalloc.mapped.{_slug(name)}", f"{name} maps jemalloc", "tuning", status, reason,
+                         verified, True))
     return out
 
 
@@ -437,7 +459,8 @@ def _gpu_checks(doc: dict) -> list[dict]:
                     "pass" if ok else "fail",
                     f"Link runs x{width} of x{width_max}."
                     if ok
-                    else f"Link trained at x{width} of x{width_max}: host-to-device copies (model load) run at a fraction "
+                    else f"Link trained at x{width} of x{width_max}: host-to-device copies (model load) run at a "
+                    "fraction "
                     "of their speed. Reseat the card or riser and check the slot; `nvidia-smi -q -d PCIE`.",
                     width,
                     width_max,
@@ -478,7 +501,8 @@ def _gpu_checks(doc: dict) -> list[dict]:
                     "pass" if on else "warn",
                     "Persistence mode is on."
                     if on
-                    else "Persistence mode is off: the driver tears down and re-initialises the GPU between users, adding "
+                    else "Persistence mode is off: the driver tears down and re-initialises the GPU between users, "
+                    "adding "
                     "seconds to start-up. Enable nvidia-persistenced (or `nvidia-smi -pm 1`).",
                     persistence,
                     True,
@@ -494,7 +518,8 @@ def _gpu_checks(doc: dict) -> list[dict]:
                     "pass" if uncorrectable == 0 else "fail",
                     "No uncorrectable ECC errors."
                     if uncorrectable == 0
-                    else f"{uncorrectable} uncorrectable ECC errors: results on this GPU cannot be trusted. Drain the node "
+                    else f"{uncorrectable} uncorrectable ECC errors: results on this GPU cannot be trusted. "
+                    "Drain the node "
                     "and run `dcgmi diag -r 3`; check for pending page retirement / row remapping.",
                     uncorrectable,
                     0,
@@ -503,21 +528,74 @@ def _gpu_checks(doc: dict) -> list[dict]:
         remap = gpu.get("remapped_rows")
         if isinstance(remap, dict) and remap.get("failure") is not None:
             if remap.get("failure"):
-                status, reason = "fail", (
-                    f"Row remapping failed ({remap['failure']}): the GPU has run out of spare rows. "
-                    "Drain the node and open an RMA with the vendor."
+                status, reason = (
+                    "fail",
+                    (
+                        f"Row remapping failed ({remap['failure']}): the GPU has run out of spare rows. "
+                        "Drain the node and open an RMA with the vendor."
+                    ),
                 )
             elif remap.get("pending"):
-                status, reason = "warn", (
-                    f"{remap['pending']} row remapping(s) pending: they apply at the next GPU reset. "
-                    "Drain the node and reset the GPU (`nvidia-smi -r`) or reboot."
+                status, reason = (
+                    "warn",
+                    (
+                        f"{remap['pending']} row remapping(s) pending: they apply at the next GPU reset. "
+                        "Drain the node and reset the GPU (`nvidia-smi -r`) or reboot."
+                    ),
                 )
             else:
                 status, reason = "pass", "No failed or pending row remapping."
             out.append(
-                check(f"gpu.{idx}.row_remapping", f"{label} row remapping healthy", "gpu", status, reason,
-                      remap, {"pending": 0, "failure": 0})
+                check(
+                    f"gpu.{idx}.row_remapping",
+                    f"{label} row remapping healthy",
+                    "gpu",
+                    status,
+                    reason,
+                    remap,
+                    {"pending": 0, "failure": 0},
+                )
             )
+    return out
+
+
+def _show(value, unit) -> str:
+    if unit in (None, ""):
+        return f"{value:.4g}"
+    if unit == "x":
+        return f"{value:.4g}x"
+    if unit == "ratio":
+        return f"{100 * value:.3g} %"
+    return f"{value:.4g} {unit}"
+
+
+def _spread(figure: dict) -> float | None:
+    """IQR over the median, the probes' own spread measure; the coefficient of variation when IQR is missing."""
+    if figure.get("iqr") is not None and figure.get("value"):
+        return abs(figure["iqr"] / figure["value"])
+    return figure.get("cv")
+
+
+def _gpu_sibling_checks(doc: dict) -> list[dict]:
+    """A GPU whose pinned host-to-device copy is well below its siblings' on the same node."""
+    gpus = [g for g in metrics.h2d(doc) if g["pinned_gb_per_s"] is not None]
+    if len(gpus) < 2:
+        return []
+    out = []
+    for g in gpus:
+        sibling = statistics.median(o["pinned_gb_per_s"] for o in gpus if o is not g)
+        shortfall = max(0.0, 1.0 - g["pinned_gb_per_s"] / sibling) if sibling else 0.0
+        status, record = thr.judge(round(shortfall, 4), "gpu_h2d_below_siblings_fraction", doc["thresholds"])
+        label = f"GPU {g['gpu_index']}" + (f" ({g['pci_bus_id']})" if g.get("pci_bus_id") else "")
+        reason = (f"{label} copies host-to-device at {g['pinned_gb_per_s']:.3g} GB/s pinned, its siblings' median is "
+                  f"{sibling:.3g} GB/s ({100 * shortfall:.0f} % below)")
+        if status != "pass":
+            reason += (": check its PCIe link (width and generation under load), the slot and riser, and whether the "
+                       "copy ran from the GPU's own NUMA node.")
+        else:
+            reason += "."
+        out.append(check(f"gpu.{g['gpu_index']}.h2d_vs_siblings", f"{label} as fast as its siblings", "gpu",
+                         status, reason, round(shortfall, 4), None, record, ""))
     return out
 
 
@@ -545,44 +623,33 @@ def _ecc_uncorrectable(ecc) -> int | None:
 def _probe_checks(doc: dict) -> list[dict]:
     out = []
     th = doc["thresholds"]
-    for figure in metrics.figures(doc):
+    for figure in metrics.headline(doc):
         key = figure["threshold"]
-        if not key:
-            continue
         status, record = thr.judge(figure["value"], key, th)
         unit = figure["unit"]
         value = figure["value"]
         if status == "skip":
-            reason = f"{figure['label']}: not measured ({figure.get('missing') or 'the probe gave no figure'})."
+            reason = f"{figure['title']}: not measured ({figure['missing']})."
         else:
-            shown = f"{value:g} {unit}".strip() if unit not in ("", "x") else f"{value:g}{unit}"
-            reason = f"{figure['label']}: {shown}; {thr.describe(record, unit)}."
+            reason = f"{figure['title']}: {_show(value, unit)}"
+            if figure["n"] and figure["n"] > 1:
+                reason += f" (median of {figure['n']})"
+            reason += f"; {thr.describe(record, unit)}."
             if status != "pass":
                 reason += " " + figure["advice"]
-        out.append(
-            check(f"probe.{figure['metric']}", figure["title"], "probe", status, reason, value, None, record, unit)
-        )
-        spread = figure.get("cv")
-        if spread is not None and figure.get("spread_check"):
-            s_status, s_record = thr.judge(spread, "spread_cv", th)
-            out.append(
-                check(
-                    f"probe.{figure['metric']}.spread",
-                    f"{figure['title']}: repeatable",
-                    "probe",
-                    s_status,
-                    f"{figure['label']} varies by {100 * spread:.1f} % between repeats (n={figure.get('n')}); "
-                    + (
-                        thr.describe(s_record, "") + "."
-                        if s_status == "pass"
-                        else "a noisy node: look for other load, CPU frequency scaling, or THP compaction stalls."
-                    ),
-                    round(spread, 4),
-                    None,
-                    s_record,
-                    "",
-                )
-            )
+        out.append(check(f"probe.{figure['metric']}", figure["title"], "probe", status, reason, value, None, record,
+                         unit))
+        spread = _spread(figure)
+        if figure["spread_check"] and spread is not None:
+            s_status, s_record = thr.judge(spread, "spread_iqr_fraction", th)
+            out.append(check(
+                f"probe.{figure['metric']}.spread", f"{figure['title']}: repeatable", "probe", s_status,
+                f"The middle half of the {figure['n']} samples spans {100 * spread:.1f} % of the median; "
+                + (thr.describe(s_record, "") + "." if s_status == "pass" else
+                   "differences smaller than that are noise. Look for other load on the node, CPU frequency "
+                   "scaling, or THP compaction stalls."),
+                round(spread, 4), None, s_record, ""))
+    out += _gpu_sibling_checks(doc)
     for probe, envelope in sorted(doc["probes"].items()):
         for verdict in envelope.get("verdicts") or []:
             status = verdict.get("status")

@@ -4,7 +4,8 @@ The input per host (made by playbooks/report.yml from hostvars) is:
   host, groups, level, ping (the registered ping result), failure ({task, msg} from the rescue),
   facts (ansible_facts.preflight as node_facts returned it this run), role_results (preflight_role_results),
   desired (the host's resolved tuning variables), thresholds (preflight_thresholds overrides),
-  probes ({probe name: envelope}), timings ({phase: seconds}).
+  probes ({result name: envelope}), run (preflight_run: level, budget, planned, ran, failed, skipped and
+  phases, as playbooks/tasks/ record them), timings ({phase: seconds}).
 """
 
 from __future__ import annotations
@@ -54,9 +55,14 @@ def build(item: dict, run_id: str, time: str) -> dict:
     """The document before checks, fleet outliers and history are added (see pipeline)."""
     status, error = _status_and_error(item)
     level = item.get("level") or "quick"
+    groups = sorted(g for g in (item.get("groups") or []) if g not in ("all", "ungrouped"))
+    # An unreachable host ran nothing now: whatever its variables hold (the fact cache) is from an earlier run.
+    fresh = status != "unreachable"
+    run = item.get("run") if fresh else None
+    if run and run.get("level"):
+        level = run["level"]
     if level not in LEVELS:
         raise ValueError(f"{item.get('host')}: preflight_level is {level!r}; use one of {', '.join(LEVELS)}")
-    groups = sorted(g for g in (item.get("groups") or []) if g not in ("all", "ungrouped"))
     facts = item.get("facts") or None
     return _plain(
         {
@@ -70,16 +76,17 @@ def build(item: dict, run_id: str, time: str) -> dict:
             "groups": groups,
             "gpu_class": item.get("gpu_class") or (groups[0] if groups else "all"),
             "verdict": "fail",
-            "facts": facts if status != "unreachable" else None,
+            "facts": facts if fresh else None,
             "desired": item.get("desired") or {},
             "settings": item.get("role_results") or {},
-            "probes": {k: v for k, v in (item.get("probes") or {}).items() if v},
+            "probes": {k: v for k, v in (item.get("probes") or {}).items() if v} if fresh else {},
+            "run": run or None,
             "checks": [],
             "recommendations": [],
             "outliers": [],
             "history": None,
             "thresholds": thresholds_mod.resolve(item.get("thresholds")),
-            "timings": item.get("timings") or {},
+            "timings": (item.get("timings") or {}) if fresh else {},
         }
     )
 

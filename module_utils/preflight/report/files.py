@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATEST = "latest"
@@ -14,7 +14,7 @@ LATEST = "latest"
 
 def new_run_id(now: datetime | None = None) -> str:
     """Sortable by time, unique within a second: 20261123T151700Z-3fa2."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 

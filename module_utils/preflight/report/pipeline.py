@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ansible.module_utils.preflight.report import (
     checks,
@@ -53,9 +53,9 @@ def build_run(
     outlier_min_relative: float = fleet.DEFAULT_MIN_RELATIVE,
     compare_history: bool = True,
 ) -> dict:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     run_id = check_run_id(run_id) if run_id else new_run_id(now)
-    time = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     names = [item.get("host") for item in items]
     if not names or any(not n for n in names):
         raise ReportError("every host entry needs a 'host' name, and there must be at least one host")

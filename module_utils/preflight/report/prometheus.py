@@ -58,11 +58,13 @@ def textfile(docs: list[dict], run_id: str, run_timestamp: float) -> str:
             ("preflight_thp_info", "gauge", "THP settings read back after tuning (always 1; the values are labels)."),
             ("preflight_hugepages_total", "gauge", "Hugepages reserved per page size."),
             ("preflight_gpus", "gauge", "GPUs NVML reported."),
+            ("preflight_probe_value", "gauge", "A probe's headline figure (judged against thresholds; see unit)."),
             ("preflight_probe_median", "gauge", "Median of a probe figure (see the unit label)."),
             ("preflight_probe_p95", "gauge", "95th percentile of a probe figure."),
             ("preflight_outlier", "gauge", "1 when a figure is an outlier against its GPU class (robust z-score)."),
             ("preflight_recommendations", "gauge", "Number of recommendations for the host."),
             ("preflight_regressions", "gauge", "Number of regressions beyond noise since the host's previous run."),
+            ("preflight_phase_seconds", "gauge", "How long each phase of the run took on the host."),
         ]
     }
     fam["preflight_run_timestamp_seconds"].add(float(run_timestamp), run_id=run_id)
@@ -92,6 +94,9 @@ def textfile(docs: list[dict], run_id: str, run_timestamp: float) -> str:
             for size, pool in sorted(((facts.get("hugepages") or {}).get("sizes") or {}).items()):
                 fam["preflight_hugepages_total"].add(pool.get("total"), host=host, size=size)
             fam["preflight_gpus"].add(len(facts.get("gpus") or []), host=host)
+        for f in metrics.headline(doc):
+            fam["preflight_probe_value"].add(f["value"], host=host, probe=f["probe"], metric=f["metric"],
+                                             unit=f["unit"])
         for f in metrics.figures(doc):
             fam["preflight_probe_median"].add(
                 f["value"], host=host, probe=f["probe"], metric=f["metric"], unit=f["unit"]
@@ -99,6 +104,8 @@ def textfile(docs: list[dict], run_id: str, run_timestamp: float) -> str:
             fam["preflight_probe_p95"].add(f["p95"], host=host, probe=f["probe"], metric=f["metric"], unit=f["unit"])
         for o in doc["outliers"]:
             fam["preflight_outlier"].add(1, host=host, metric=o["metric"], group=o["group"], direction=o["direction"])
+        for phase in (doc["run"] or {}).get("phases") or []:
+            fam["preflight_phase_seconds"].add(phase.get("duration_s"), host=host, phase=phase.get("name"))
         if doc["status"] != "unreachable":
             fam["preflight_recommendations"].add(len(doc["recommendations"]), host=host)
             if doc["history"] is not None:

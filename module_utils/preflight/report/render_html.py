@@ -122,6 +122,7 @@ def host_page(doc: dict) -> str:
                 ],
             )
         )
+    body += _markdown_block(md.run_section(doc))
     body += _settings(doc)
     body += _probes(doc)
     body += _history(doc)
@@ -186,7 +187,7 @@ def _probes(doc: dict) -> list[str]:
     for section in charts.sections(doc):
         out.append(f"<h3>{escape(section['title'])}</h3>")
         if not section["ran"]:
-            out.append(f'<p class="notrun">Not run (level {escape(doc["level"])}).</p>')
+            out.append(f'<p class="notrun">{escape(md.not_run_text(doc, section))}</p>')
             continue
         for svg in section["charts"]:
             out.append(f"<figure>{svg}</figure>")
@@ -197,8 +198,8 @@ def _probes(doc: dict) -> list[str]:
                     [[e(v) for v in row] for row in section["rows"]],
                 )
             )
-        for line in section["notes"]:
-            out.append(f"<p>{escape(line)}</p>")
+        if section["notes"]:
+            out.append("<ul>" + "".join(f"<li>{escape(line)}</li>" for line in section["notes"]) + "</ul>")
     return out
 
 
@@ -231,8 +232,11 @@ def _history(doc: dict) -> list[str]:
 
 
 def _facts(doc: dict) -> list[str]:
-    # The Markdown facts section is the single source of what is shown; reuse its rows.
-    lines = md.facts_section(doc)
+    return _markdown_block(md.facts_section(doc))
+
+
+def _markdown_block(lines: list[str]) -> list[str]:
+    """The Markdown renderer's headings, tables, bullets and paragraphs as HTML (one source of what is shown)."""
     if not lines:
         return []
     out, rows, head = [], [], None
@@ -255,11 +259,19 @@ def _facts(doc: dict) -> list[str]:
                 head = cells
             else:
                 rows.append([escape(c) for c in cells])
+        elif line.startswith("- "):
+            out.append(f"<ul><li>{_inline(line[2:])}</li></ul>")
         elif line.strip():
-            out.append(f"<p>{escape(line)}</p>")
+            out.append(f"<p>{_inline(line)}</p>")
     if rows:
         out.append(html_table(head, rows))
     return out
+
+
+def _inline(text: str) -> str:
+    """**bold** from the Markdown renderer as <b>; everything else escaped."""
+    parts = escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def fleet_page(summary: dict) -> str:

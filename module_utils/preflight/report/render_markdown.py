@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from ansible.module_utils.preflight.report import fleet, metrics
+from ansible.module_utils.preflight.report import charts, fleet
 from ansible.module_utils.preflight.report import thresholds as thr
 
 ICON = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
-PROBE_ORDER = ["load", "generate", "ttft", "kv", "batching"]
 
 
 def cell(value) -> str:
@@ -44,10 +43,6 @@ def recommendation_line(r: dict) -> str:
         f"Set `{r['variable']}: {json.dumps(r['value'])}` (now {json.dumps(r['current'])}). "
         f"{r['reason']} Evidence: {evidence}."
     )
-
-
-def not_run(doc: dict) -> list[str]:
-    return [p for p in PROBE_ORDER if p not in doc["probes"]]
 
 
 def host_report(doc: dict) -> str:
@@ -90,6 +85,7 @@ def host_report(doc: dict) -> str:
             ],
         )
 
+    lines += run_section(doc)
     lines += settings_section(doc)
     lines += probes_section(doc)
     lines += history_section(doc)
@@ -145,38 +141,42 @@ def probes_section(doc: dict) -> list[str]:
     if doc["status"] == "unreachable":
         return []
     out = ["## Probes", ""]
-    figures = metrics.figures(doc)
-    for probe in sorted(doc["probes"], key=lambda p: (PROBE_ORDER.index(p) if p in PROBE_ORDER else 99, p)):
-        env = doc["probes"][probe]
-        took = f" ({env['duration_s']:g} s)" if env.get("duration_s") is not None else ""
-        out += [f"### {probe}{took}", ""]
-        rows = [
-            [
-                f["label"].split(": ", 1)[-1],
-                f["value"],
-                _interval(f),
-                f["p5"],
-                f["p95"],
-                f["n"],
-                f["unit"],
-                f["spread_warning"],
-            ]
-            for f in figures
-            if f["probe"] == probe
-        ]
-        if rows:
-            out += table(["figure", "median", "95 % CI", "p5", "p95", "n", "unit", "note"], rows)
-        for c in metrics.comparisons(doc):
-            if c["probe"] == probe:
-                out += [f"- A/B `{c['metric']}`: {c.get('verdict')}"]
-        for v in env.get("verdicts") or []:
-            out.append(f"- **{str(v.get('status')).upper()}** {v['name']}: {v.get('text')}")
-        for e in env.get("errors") or []:
-            out.append(f"- **ERROR** {e}")
-        out.append("")
-    missing = not_run(doc)
-    if missing:
-        out += [f"Not run at level `{doc['level']}`: {', '.join(missing)}.", ""]
+    for section in charts.sections(doc):
+        out += [f"### {section['title']}", ""]
+        if not section["ran"]:
+            out += [not_run_text(doc, section), ""]
+            continue
+        if section["rows"]:
+            out += table(["figure", "median", "95 % CI", "p5", "p95", "n", "unit", "note"], section["rows"])
+        out += [f"- {line}" for line in section["notes"]] + [""]
+    return out
+
+
+def not_run_text(doc: dict, section: dict) -> str:
+    return f"Not run ({section['reason']})." if section.get("reason") else f"Not run (level {doc['level']})."
+
+
+def run_section(doc: dict) -> list[str]:
+    run = doc["run"]
+    if not run:
+        return []
+    out = ["## Run", ""]
+    budget = f" of the {run.get('budget_s')} s budget" if run.get("budget_s") is not None else ""
+    line = f"Level **{doc['level']}**"
+    if run.get("certify_s") is not None:
+        line += f": certifying took {run['certify_s']} s{budget}"
+        if run.get("total_s") is not None:
+            line += f" ({run['total_s']} s with tuning)"
+    out += [line + ("; **OVER BUDGET**." if run.get("over_budget") else "."), ""]
+    out.append(f"- Ran: {', '.join(run.get('ran') or []) or 'no probes'}")
+    for failed in run.get("failed") or []:
+        out.append(f"- Failed: {failed.get('probe')}: {failed.get('msg')}")
+    for skipped in run.get("skipped") or []:
+        out.append(f"- Skipped: {skipped.get('probe')}: {skipped.get('reason')}")
+    out.append("")
+    if run.get("phases"):
+        out += table(["phase", "seconds", "status"],
+                     [[p.get("name"), p.get("duration_s"), p.get("status")] for p in run["phases"]])
     return out
 
 
@@ -267,7 +267,7 @@ def facts_section(doc: dict) -> list[str]:
                     g.get("numa_node"),
                     f"{cell(g.get('memory_used_mib'))} / {cell(g.get('memory_total_mib'))}",
                     f"{cell((g.get('pcie') or {}).get('gen_current'))} ({cell((g.get('pcie') or {}).get('gen_max'))})",
-                    f"x{cell((g.get('pcie') or {}).get('width_current'))} (x{cell((g.get('pcie') or {}).get('width_max'))})",
+                    _width(g.get("pcie") or {}),
                     g.get("persistence_mode"),
                     g.get("driver_version"),
                 ]
@@ -277,6 +277,10 @@ def facts_section(doc: dict) -> list[str]:
     else:
         out += [f"No GPUs: {facts.get('gpus_reason') or 'none reported'}.", ""]
     return out
+
+
+def _width(pcie: dict) -> str:
+    return f"x{cell(pcie.get('width_current'))} (x{cell(pcie.get('width_max'))})"
 
 
 def _kib(value):

@@ -182,6 +182,50 @@ _PROBE_RESULT = {
     },
 }
 
+_RUN = {
+    "description": "preflight_run: the level, what was planned, ran, failed and skipped (with why), and phase times",
+    "type": ["object", "null"],
+    "properties": {
+        "level": {"enum": LEVELS},
+        "budget_s": {"type": ["number", "string", "null"]},
+        "planned": _STR_LIST,
+        "ran": _STR_LIST,
+        "failed": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["probe"],
+                "properties": {
+                    "probe": {"type": "string"},
+                    "msg": _NULLABLE_STR,
+                    "rc": _NULLABLE_INT,
+                    "timed_out": _NULLABLE_BOOL,
+                    "stderr_tail": _NULLABLE_STR,
+                },
+            },
+        },
+        "skipped": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["probe", "reason"],
+                "properties": {"probe": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+        "phases": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "duration_s"],
+                "properties": {"name": {"type": "string"}, "duration_s": _NULLABLE_NUM, "status": _NULLABLE_STR},
+            },
+        },
+        "total_s": _NULLABLE_NUM,
+        "certify_s": _NULLABLE_NUM,
+        "over_budget": _NULLABLE_BOOL,
+    },
+}
+
 _THRESHOLD = {
     "type": ["object", "null"],
     "additionalProperties": False,
@@ -341,6 +385,7 @@ HOST_DOCUMENT_SCHEMA = {
         },
         "settings": {"type": "object", "additionalProperties": _ROLE_RESULT},
         "probes": {"type": "object", "additionalProperties": _PROBE_RESULT},
+        "run": _RUN,
         "checks": {"type": "array", "items": _CHECK},
         "recommendations": {"type": "array", "items": _RECOMMENDATION},
         "outliers": {"type": "array", "items": _OUTLIER},

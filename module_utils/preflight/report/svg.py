@@ -41,7 +41,8 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> str:
 def bar_chart(title: str, bars: list[dict], unit: str | None, refs: list[dict] | None = None) -> str:
     """Horizontal bars: {label, value, low?, high?, color?}; refs: [{value, label}] drawn as dashed limits."""
     refs = [r for r in (refs or []) if r.get("value") is not None]
-    label_w, plot_w, row_h, top = 230, 380, 24, 28
+    label_w, plot_w, row_h = 230, 380, 24
+    top = 28 + 13 * len(refs)  # one line of label per limit, under the title
     height = top + row_h * len(bars) + 34
     width = label_w + plot_w + 90
     highs = [b.get("high") or b.get("value") or 0 for b in bars] + [r["value"] for r in refs]
@@ -84,11 +85,16 @@ def bar_chart(title: str, bars: list[dict], unit: str | None, refs: list[dict] |
         body.append(f'<text x="{x(max(value, bar.get("high") or value)) + 6:.1f}" y="{y + 15}">{fmt(value)}</text>')
     for j, ref in enumerate(refs):
         rx = x(ref["value"])
+        ly = 32 + 13 * j
         body.append(
-            f'<line x1="{rx:.1f}" y1="{top - 6}" x2="{rx:.1f}" y2="{axis_y}" stroke="#c0392b" '
+            f'<line x1="{rx:.1f}" y1="{ly - 4}" x2="{rx:.1f}" y2="{axis_y}" stroke="#c0392b" '
             f'stroke-dasharray="5,3" stroke-width="1.5"/>'
         )
-        body.append(f'<text x="{rx + 3:.1f}" y="{top - 8 + 11 * j}" fill="#c0392b">{escape(ref["label"])}</text>')
+        # Right of its line, or left of it in the right part of the plot, so no label runs off the edge.
+        anchor, lx = ("end", rx - 4) if rx > label_w + plot_w * 0.55 else ("start", rx + 4)
+        body.append(
+            f'<text x="{lx:.1f}" y="{ly}" fill="#c0392b" text-anchor="{anchor}">{escape(ref["label"])}</text>'
+        )
     return _svg(width, height, title, body)
 
 
@@ -100,7 +106,9 @@ def strip_chart(title: str, groups: list[dict], unit: str | None) -> str:
     width = label_w + plot_w + 40
     if not samples:
         return _svg(width, 60, title, ['<text x="4" y="40" fill="#999" font-style="italic">no samples</text>'])
-    lo, hi = min(samples + [0]), max(samples)
+    lo, hi = min(samples), max(samples)  # zoomed on the data: the ticks show where the axis starts
+    pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 1.0
+    lo, hi = (max(lo - pad, 0.0) if lo >= 0 else lo - pad), hi + pad
     ticks = nice_ticks(lo, hi)
     t0, t1 = ticks[0], ticks[-1]
 

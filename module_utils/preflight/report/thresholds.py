@@ -21,7 +21,8 @@ NUMERIC = {
     "kv_max_concurrency": ("min", "x", "requests of max-model-len tokens that fit in the KV cache at once"),
     "batching_speedup": ("min", "x", "throughput at the highest concurrency over sequential throughput"),
     "batching_ttft_p95_ms": ("max", "ms", "p95 time to first token at the highest concurrency"),
-    "spread_cv": ("max", "", "coefficient of variation of repeated samples (noisy node)"),
+    "spread_iqr_fraction": ("max", "", "interquartile range of repeated samples over their median (noisy node)"),
+    "gpu_h2d_below_siblings_fraction": ("max", "", "how far a GPU's pinned copy GB/s is below its siblings' median"),
 }
 
 DEFAULTS = {
@@ -36,7 +37,8 @@ DEFAULTS = {
     "kv_max_concurrency": {"warn": 8, "fail": 1},
     "batching_speedup": {"warn": 2.0, "fail": 1.0},
     "batching_ttft_p95_ms": {"warn": 1000, "fail": 5000},
-    "spread_cv": {"warn": 0.10, "fail": None},
+    "spread_iqr_fraction": {"warn": 0.10, "fail": None},
+    "gpu_h2d_below_siblings_fraction": {"warn": 0.15, "fail": 0.5},
 }
 
 

@@ -225,14 +225,18 @@ def read_host(params: dict, paths: dict) -> Host:
     nodes = read_nodes()
     sizes, pools = read_pools(nodes)
     meminfo = parse_meminfo(read("/proc/meminfo", "") or "")
-    node_free = {n: parse_meminfo(read(f"/sys/devices/system/node/node{n}/meminfo", "") or "").get("MemFree", 0)
-                 for n in nodes}
+    node_free = {
+        n: parse_meminfo(read(f"/sys/devices/system/node/node{n}/meminfo", "") or "").get("MemFree", 0) for n in nodes
+    }
     if not nodes:
         node_free = {0: meminfo.get("MemFree", 0)}
     users, groups = {}, {}
     mounts_asked = [m for m in params["mounts"] or [] if isinstance(m, dict)]
     for mount in mounts_asked:
-        for key, table, lookup, attr in (("owner", users, pwd.getpwnam, "pw_uid"), ("group", groups, grp.getgrnam, "gr_gid")):
+        for key, table, lookup, attr in (
+            ("owner", users, pwd.getpwnam, "pw_uid"),
+            ("group", groups, grp.getgrnam, "gr_gid"),
+        ):
             name = str(mount.get(key, "root"))
             try:
                 table[name] = getattr(lookup(name), attr)
@@ -282,8 +286,9 @@ def host_summary(host: Host) -> dict:
         "mem_free_kb": host.meminfo_kb.get("MemFree"),
         "default_size_kb": host.default_size_kb,
         "sizes_kb": host.sizes_kb,
-        "pools": {str(kb): {**pool, "nodes": {str(n): c for n, c in pool["nodes"].items()}}
-                  for kb, pool in host.pools.items()},
+        "pools": {
+            str(kb): {**pool, "nodes": {str(n): c for n, c in pool["nodes"].items()}} for kb, pool in host.pools.items()
+        },
         "nodes": host.nodes,
         "mounts": host.mounts,
         "bootloader": host.bootloader,
@@ -351,7 +356,9 @@ def run_module() -> None:
         try:
             recorded = json.loads(read(state_file, "{}") or "{}")
         except ValueError:
-            module.fail_json(msg=f"{state_file} is not valid JSON: move it away or restore it, then run again", **result)
+            module.fail_json(
+                msg=f"{state_file} is not valid JSON: move it away or restore it, then run again", **result
+            )
     snap = snapshot(planned, host, recorded)
     result.update(
         plan=planned,

@@ -80,7 +80,9 @@ def parse_hugetlbfs_mounts(text: str) -> list[dict]:
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 4 and fields[2] == "hugetlbfs":
-            mounts.append({"path": unescape_mount_path(fields[1]), "options": parse_options(fields[3]), "raw": fields[3]})
+            mounts.append(
+                {"path": unescape_mount_path(fields[1]), "options": parse_options(fields[3]), "raw": fields[3]}
+            )
     return mounts
 
 
@@ -425,7 +427,7 @@ def conflicts(params: dict, host: Host, sysctl_file: str) -> list[dict]:
                 "source": "/proc/cmdline",
                 "setting": "kernel command line",
                 "value": " ".join(words),
-                "effect": "the kernel reserves these pages at boot; a sysctl or unit of Preflight then resizes the pool",
+                "effect": "the kernel reserves these pages at boot; Preflight's sysctl or unit then resizes the pool",
             }
         )
     if host.tuned.get("text") and re.search(r"nr_hugepages|hugepages", host.tuned["text"]):
@@ -458,7 +460,9 @@ def plan(params: dict, host: Host) -> dict:
         uses_cmdline = size_kb == SIZES_KB["1G"] and bootloader.get("kind") == "grub"
         uses_unit = not uses_sysctl and not uses_cmdline
         if size_kb == host.default_size_kb:
-            files.append(_file(host, "sysctl", paths["sysctl_file"], sysctl_content(params["count"]) if uses_sysctl else None))
+            files.append(
+                _file(host, "sysctl", paths["sysctl_file"], sysctl_content(params["count"]) if uses_sysctl else None)
+            )
         files.append(_file(host, "unit", unit_path, unit_content(settings, size_kb) if uses_unit else None))
         files.append(_link(host, "unit_wants", wants_path, unit_path if uses_unit else None))
         if uses_sysctl:
@@ -647,30 +651,43 @@ def shortfall(plan_: dict, host: Host) -> dict | None:
     asked = sum(s["desired"] for s in short)
     got = sum(s["got"] for s in short)
     reasons = []
+    blocks_total: int | None = 0
     for node in host.nodes:
         zones = host.buddyinfo.get(node, {})
         max_order = max((len(orders) for orders in zones.values()), default=0) - 1
         free_kb = host.node_memfree_kb.get(node, 0)
         if order <= max_order:
             blocks = sum(free_blocks(orders, order) for orders in zones.values())
+            blocks_total = None if blocks_total is None else blocks_total + blocks
             contiguous = f"{blocks} free {size_label(size_kb)} blocks"
         else:
+            blocks_total = None
             largest = sum(orders[max_order] for orders in zones.values() if len(orders) > max_order)
             contiguous = (
                 f"{size_label(size_kb)} pages need {mib(size_kb)} MiB of contiguous memory and buddyinfo only tracks "
                 f"blocks up to {mib((1 << max_order) * PAGE_KB)} MiB ({largest} free)"
             )
         reasons.append(f"node{node}: {mib(free_kb)} MiB free, {contiguous}")
-    missing_kb = (asked - got) * size_kb
+    missing = asked - got
+    missing_kb = missing * size_kb
     free_total_kb = sum(host.node_memfree_kb.get(n, 0) for n in host.nodes) or host.meminfo_kb.get("MemFree", 0)
     if free_total_kb < missing_kb:
         cause = f"not enough free memory: {mib(missing_kb)} MiB more needed, {mib(free_total_kb)} MiB free"
+        advice = "Reserve the pages at boot (the persisted setting does that on the next boot) or free memory"
+    elif blocks_total is None:
+        cause = "memory too fragmented: the kernel found no more free contiguous ranges of that size"
+        advice = "Reserve them on the kernel command line, which allocates them before memory fragments"
+    elif blocks_total < missing:
+        cause = f"memory too fragmented: {missing} more pages needed, {blocks_total} free contiguous blocks"
+        advice = "Reserve the pages at boot (the persisted setting does that on the next boot) or compact memory"
     else:
-        cause = "memory too fragmented: the kernel found no more contiguous blocks of that size"
-    why = (
-        f"{cause} ({'; '.join(reasons)}, from /proc/buddyinfo). Reserve the pages at boot "
-        "(the persisted setting does that on the next boot) or free memory and run again"
-    )
+        cause = (
+            f"neither free memory nor fragmentation explains it ({blocks_total} free contiguous blocks for "
+            f"{missing} missing pages): another writer may have changed the pool since (a tuner, a boot unit, "
+            "a concurrent run)"
+        )
+        advice = "Look for that writer"
+    why = f"{cause} ({'; '.join(reasons)}, from /proc/buddyinfo). {advice}, then run again"
     return {
         "asked": asked,
         "got": got,

@@ -168,11 +168,31 @@ def unit_sources(unit: str, unit_dir: str, ours: str) -> tuple[bool, list[dict]]
         env = parse_environment(text)
         picked = {k: v for k, v in env.items() if k in ("LD_PRELOAD", "MALLOC_CONF")}
         if picked:
-            env_sources.append({"source": path, "env": picked, "after_ours": os.path.basename(path) > DROPIN_NAME
-                                and path.endswith(".conf")})
+            env_sources.append(
+                {
+                    "source": path,
+                    "env": picked,
+                    "after_ours": os.path.basename(path) > DROPIN_NAME and path.endswith(".conf"),
+                }
+            )
         elif "EnvironmentFile=" in text:
             env_sources.append({"source": path, "env": {}, "environment_file": True, "after_ours": False})
     return found, env_sources
+
+
+def installed_library_errors(module: AnsibleModule, library: str, conf: str) -> list[str]:
+    """Ask the installed jemalloc itself: some options exist only in builds with that feature (utrace, log...)."""
+    rc, _out, err = module.run_command(
+        ["/bin/true"], environ_update={"LD_PRELOAD": library, "MALLOC_CONF": conf, "LANG": "C"}
+    )
+    complaints = [line.strip() for line in err.splitlines() if line.startswith("<jemalloc>")]
+    if rc != 0 and not complaints:
+        complaints = [f"/bin/true exited {rc} with it: {err.strip()}"]
+    return [
+        f"jemalloc_malloc_conf: the installed jemalloc ({library}) refuses it: {line} "
+        "(an option this build of jemalloc was compiled without, or a value out of its range)"
+        for line in complaints
+    ]
 
 
 def run_module() -> None:
@@ -204,8 +224,14 @@ def run_module() -> None:
         "library_exists": bool(library and os.path.exists(library)),
         "files": [f for f in files if "libjemalloc" in f],
     }
-    result = {"changed": False, "errors": errors, "package": package,
-              "systemd_running": os.path.isdir("/run/systemd/system")}
+    if not errors and library and conf and p["enabled"] and os.path.exists(library):
+        errors += installed_library_errors(module, library, conf)
+    result = {
+        "changed": False,
+        "errors": errors,
+        "package": package,
+        "systemd_running": os.path.isdir("/run/systemd/system"),
+    }
     if errors:
         module.exit_json(**result)
 
@@ -230,21 +256,29 @@ def run_module() -> None:
                 effect = "a drop-in sorted after Preflight's: its value wins"
             else:
                 effect = "Preflight's drop-in comes later and wins for the variables it sets"
-            conflicts.append({"source": other["source"], "setting": f"{unit} environment",
-                              "value": " ".join(f"{k}={v}" for k, v in other["env"].items()), "effect": effect})
-        services.append({
-            "name": service,
-            "unit": unit,
-            "dropin_dir": dropin_dir,
-            "dropin_dir_exists": os.path.isdir(dropin_dir),
-            "dropin_path": dropin_path,
-            "current": current,
-            "desired": desired,
-            "desired_known": known,
-            "changed": (not known) or desired != current,
-            "before_env": parse_environment(current or ""),
-            "unit_found": unit_found,
-        })
+            conflicts.append(
+                {
+                    "source": other["source"],
+                    "setting": f"{unit} environment",
+                    "value": " ".join(f"{k}={v}" for k, v in other["env"].items()),
+                    "effect": effect,
+                }
+            )
+        services.append(
+            {
+                "name": service,
+                "unit": unit,
+                "dropin_dir": dropin_dir,
+                "dropin_dir_exists": os.path.isdir(dropin_dir),
+                "dropin_path": dropin_path,
+                "current": current,
+                "desired": desired,
+                "desired_known": known,
+                "changed": (not known) or desired != current,
+                "before_env": parse_environment(current or ""),
+                "unit_found": unit_found,
+            }
+        )
 
     preload_path = p["ld_so_preload"]
     preload_text = read(preload_path)
@@ -263,8 +297,14 @@ def run_module() -> None:
         "mode": f"{os.stat(preload_path).st_mode & 0o7777:04o}" if preload_text is not None else "0644",
     }
     if p["scope"] == "service" and preload["lines"]:
-        conflicts.append({"source": preload_path, "setting": "ld.so.preload", "value": " ".join(preload["lines"]),
-                          "effect": "preloaded into every process on the host, the services included"})
+        conflicts.append(
+            {
+                "source": preload_path,
+                "setting": "ld.so.preload",
+                "value": " ".join(preload["lines"]),
+                "effect": "preloaded into every process on the host, the services included",
+            }
+        )
 
     pending = (p["enabled"] and not library) or any(s["changed"] for s in services) or preload["changed"]
     state_file = os.path.join(p["state_dir"], "state.json")
@@ -273,7 +313,9 @@ def run_module() -> None:
         try:
             recorded = json.loads(read(state_file) or "{}")
         except ValueError:
-            module.fail_json(msg=f"{state_file} is not valid JSON: move it away or restore it, then run again", **result)
+            module.fail_json(
+                msg=f"{state_file} is not valid JSON: move it away or restore it, then run again", **result
+            )
     snap = {
         "version": 1,
         "package": (recorded or {}).get("package") or {"name": p["package"], "installed_before": library is not None},

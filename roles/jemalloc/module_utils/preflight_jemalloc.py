@@ -111,7 +111,9 @@ def validate_malloc_conf(conf) -> list[str]:
     if conf is None or conf == "":
         return []
     if not isinstance(conf, str):
-        return [f"{var}={conf!r} must be a string of option:value pairs separated by commas, e.g. 'background_thread:true'"]
+        return [
+            f"{var}={conf!r} must be a string of option:value pairs separated by commas, e.g. 'background_thread:true'"
+        ]
     if re.search(r"[\s\"'\\]", conf):
         return [f"{var}={conf!r} must not contain spaces, quotes or backslashes (jemalloc options never do)"]
     errors, seen = [], set()
@@ -143,7 +145,9 @@ def validate_malloc_conf(conf) -> list[str]:
 
 def unit_name(service: str) -> str:
     """'preflight-vllm' -> 'preflight-vllm.service'; a name with a unit suffix stays as it is."""
-    return service if re.search(r"\.(service|socket|target|timer|mount|scope|slice)$", service) else f"{service}.service"
+    return (
+        service if re.search(r"\.(service|socket|target|timer|mount|scope|slice)$", service) else f"{service}.service"
+    )
 
 
 def validate_services(services) -> list[str]:
