@@ -69,7 +69,8 @@ options:
         type: dict
         default: {}
       desired:
-        description: The desired state the host was tuned to, per role, for example C(thp.enabled) and C(hugepages.count).
+        description:
+          - The desired state the host was tuned to, per role, for example C(thp.enabled) and C(hugepages.count).
         type: dict
         default: {}
       thresholds:

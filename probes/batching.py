@@ -27,6 +27,7 @@ from probes.server import (
     detect_backend,
     interrupted_text,
     open_server,
+    preload_report,
     server_verdicts,
 )
 from probes.vllm_client import RequestRecord
@@ -157,13 +158,13 @@ def find_knee(levels: list[LevelResult]) -> Knee:
 async def run_level(client, srv, *, concurrency: int, prompts: list[str], max_tokens: int, repeat: int) -> LevelRun:
     sem = asyncio.Semaphore(concurrency)
     headers = srv.headers()
+    t0 = time.perf_counter()
 
     async def one(prompt: str) -> RequestRecord:
         async with sem:
             return await vllm_client.stream_request(client, srv.base_url, headers, "completions", srv.model_id,
-                                                    prompt, max_tokens)
+                                                    prompt, max_tokens, t_ref=t0)
 
-    t0 = time.perf_counter()
     records = await asyncio.gather(*(one(p) for p in prompts))
     return LevelRun(concurrency, repeat, time.perf_counter() - t0, list(records))
 
@@ -204,6 +205,20 @@ async def run_batching(srv, *, levels: list[int], n_prompts: int, repeats: int, 
                     return BatchingRun(runs, levels[li:],
                                        f"time budget {time_budget_s:g} s ran out during concurrency {level}")
     return BatchingRun(runs, [], None)
+
+
+def raw_run(run: LevelRun) -> dict:
+    """A level run for the JSON: per request send offset, TTFT, e2e, tokens (chunk times left out: too many)."""
+    return {
+        "concurrency": run.concurrency,
+        "repeat": run.repeat,
+        "wall_s": run.wall_s,
+        "requests": [
+            {"sent_at_s": r.sent_at_s, "ttft_s": r.ttft_s, "e2e_s": r.e2e_s, "output_tokens": r.output_tokens,
+             "prompt_tokens": r.prompt_tokens, "chunks": len(r.chunk_times_s), "error": r.error}
+            for r in run.records
+        ],
+    }
 
 
 @dataclass
@@ -302,13 +317,15 @@ def main(argv: list[str]) -> int:
     try:
         srv = open_server(args)
         with srv:
+            results["preload_check"], more = preload_report(srv, result)
+            verdicts += more
             run = asyncio.run(run_batching(
                 srv, levels=levels, n_prompts=args.prompts, repeats=args.repeats, max_tokens=args.max_tokens,
                 prompt_words=args.prompt_words, warmup=args.warmup, time_budget_s=args.time_budget_s,
                 request_timeout_s=args.request_timeout_s))
         res = compute(run)
         results.update(vars(res))
-        results["raw"] = run.runs
+        results["raw"] = [raw_run(r) for r in run.runs]
         verdicts += verdicts_for(res, result)
         if not args.json:
             sys.stderr.write("\n".join(res.table) + "\n")

@@ -158,7 +158,7 @@ class AllocatorStats:
 class GenerateResult:
     model: dict
     baseline: str
-    allocators: list[AllocatorStats]
+    allocators: dict[str, AllocatorStats]  # by name, in the order asked for
     comparisons: dict  # "<allocator>_vs_<baseline>" -> {"steady_state_s": compare, "first_call_s": ..., ...}
     outputs_identical: bool | None  # same tokens from every process (greedy decoding should not depend on malloc)
     runs: list[GenerateRun]
@@ -190,7 +190,7 @@ def analyze(runs: list[GenerateRun], *, allocators: list[str], libraries: dict, 
     from probes import stats
 
     per = {a: [r for r in runs if r.allocator == a] for a in allocators}
-    summaries = [allocator_stats(a, libraries.get(a), per[a]) for a in allocators]
+    summaries = {a: allocator_stats(a, libraries.get(a), per[a]) for a in allocators}
     baseline = allocators[0]
     comparisons = {}
     for other in allocators[1:]:
@@ -234,7 +234,7 @@ def verdicts(res: GenerateResult) -> list[dict]:
                 text = text.replace(" faster by ", " smaller by ")
             out.append(verdict(f"{key}_{metric.removesuffix('_s').removesuffix('_bytes')}", "info",
                                f"{label}: {text}"))
-    for a in res.allocators:
+    for a in res.allocators.values():
         s = a.steady_state_s
         if s["n"] > 1 and s["spread_warning"]:
             out.append(verdict(f"{a.allocator}_spread", "warn", f"{a.allocator} steady state: {s['spread_warning']}"))

@@ -33,6 +33,7 @@ PHASES = (
     "from_pretrained_s",
     "to_device_s",
     "load_s",
+    "exit_s",
 )
 READ_BLOCK_BYTES = 16 << 20
 GB = 1e9
@@ -65,6 +66,7 @@ class LoadRun:
     device_reserved_bytes: int | None = None
     nvml_used_before_bytes: int | None = None
     nvml_used_after_bytes: int | None = None
+    exit_s: float | None = None  # result emitted to process gone (interpreter teardown), as the parent saw it
 
     @property
     def import_s(self) -> float:
@@ -241,13 +243,13 @@ def verdicts(res: LoadResult) -> list[dict]:
             continue
         ph = cond.phases
         share = cond.import_share_of_total
-        parts = [("interpreter", "interpreter_start_s"), ("import torch+transformers", "import_s"),
+        parts = [("interpreter start", "interpreter_start_s"), ("import torch+transformers", "import_s"),
                  ("CUDA init", "cuda_init_s"), ("from_pretrained", "from_pretrained_s"), ("to(device)", "to_device_s")]
         text = (
             f"{name} start, medians of n={cond.n}: total {_fmt_s(ph['total_s'])} = "
             + " + ".join(f"{label} {_fmt_s(ph[key])}" for label, key in parts if ph[key])
-            + f" (+ exit); imports are {_pct(share['median'])} (range {_pct(share['min'])}-{_pct(share['max'])}) "
-            "of the total"
+            + (f" + exit {_fmt_s(ph['exit_s'])}" if ph["exit_s"] else "")
+            + f"; imports are {_pct(share['median'])} (range {_pct(share['min'])}-{_pct(share['max'])}) of the total"
         )
         if share["min"] > 0.5:
             text += f": the {name} start is dominated by Python imports, not by reading weights"
@@ -351,6 +353,7 @@ def _load_worker(args) -> int:
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     payload = {
         "start_wall_time": t_start_wall,
+        "end_wall_time": time.time(),
         "import_torch_s": t1 - t0,
         "import_transformers_s": t3 - t2,
         "cuda_init_s": cuda_init_s,
@@ -438,6 +441,7 @@ def _run_from_payload(p: dict, condition: str, order: int, run: worker.WorkerRun
         device_reserved_bytes=p["device_reserved_bytes"],
         nvml_used_before_bytes=p["nvml_used_before_bytes"],
         nvml_used_after_bytes=p["nvml_used_after_bytes"],
+        exit_s=max(0.0, run.spawn_time + run.wall_s - p["end_wall_time"]),
     )
 
 

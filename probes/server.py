@@ -701,6 +701,15 @@ def preload_check_verdicts(check: dict[str, dict[str, bool]], result_mod) -> lis
 # ---- the `server` probe ---------------------------------------------------------------------------------
 
 
+def preload_report(srv, result_mod) -> tuple[dict | None, list[dict]]:
+    """The maps check for a started server with LD_PRELOAD in its extra environment: (check, verdicts)."""
+    libs = preload_libraries(srv.spec.env) if srv.started_by_probe else []
+    if not libs:
+        return None, []
+    check = preloaded_in(srv.pids(), libs)
+    return check, preload_check_verdicts(check, result_mod)
+
+
 def first_request(srv, max_tokens: int = 8, timeout_s: float = 300.0) -> dict:
     """One small completion, so memory can be read after the first request; returns its timing."""
     import httpx
@@ -759,10 +768,8 @@ def main(argv: list[str]) -> int:
                 sys.stderr.flush()
             results["first_request"] = first_request(srv)
             srv.snapshot_memory("after_first_request")
-            libs = preload_libraries(srv.spec.env) if srv.started_by_probe else []
-            if libs:
-                results["preload_check"] = preloaded_in(srv.pids(), libs)
-                verdicts += preload_check_verdicts(results["preload_check"], result)
+            results["preload_check"], more = preload_report(srv, result)
+            verdicts += more
             if args.hold_s > 0:
                 sys.stderr.write(f"probes server: holding the server for {args.hold_s:g} s\n")
                 sys.stderr.flush()

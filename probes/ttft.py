@@ -30,6 +30,7 @@ from probes.server import (
     interrupted_text,
     open_server,
     phase_split,
+    preload_report,
     server_verdicts,
 )
 from probes.vllm_client import RequestRecord
@@ -348,6 +349,8 @@ def main(argv: list[str]) -> int:
     try:
         srv = open_server(args)
         with srv:
+            results["preload_check"], more = preload_report(srv, result)
+            verdicts += more
             run = asyncio.run(run_requests(srv, apis=apis, n=args.warm, max_tokens=args.max_tokens,
                                            prompt_words=args.prompt_words, request_timeout_s=args.request_timeout_s))
         res = compute(run, started_by_probe=srv.started_by_probe,

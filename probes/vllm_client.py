@@ -44,7 +44,7 @@ def new_run_tag() -> str:
 @dataclass
 class RequestRecord:
     api: str  # completions | chat
-    sent_at_s: float  # perf_counter when the request was sent
+    sent_at_s: float  # when it was sent, seconds after t_ref (a batch's start); 0 without one
     ok: bool = False
     error: str | None = None
     headers_s: float | None = None  # send -> response headers
@@ -93,12 +93,13 @@ def _chunk_text(api: str, chunk: dict) -> str:
 
 
 async def stream_request(
-    client: httpx.AsyncClient, base_url: str, headers: dict, api: str, model_id: str, prompt: str, max_tokens: int
+    client: httpx.AsyncClient, base_url: str, headers: dict, api: str, model_id: str, prompt: str, max_tokens: int,
+    *, t_ref: float | None = None,
 ) -> RequestRecord:
     path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
     body = request_body(api, model_id, prompt, max_tokens)
     t0 = time.perf_counter()
-    rec = RequestRecord(api=api, sent_at_s=t0)
+    rec = RequestRecord(api=api, sent_at_s=t0 - t_ref if t_ref is not None else 0.0)
     try:
         async with client.stream("POST", base_url + path, json=body, headers=headers) as resp:
             rec.headers_s = time.perf_counter() - t0

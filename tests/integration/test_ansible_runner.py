@@ -4,6 +4,7 @@ env/extravars, the project directory pointing at this checkout, the inventory pa
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +15,6 @@ RUNNER = Path(sys.executable).parent / "ansible-runner"
 
 
 def test_audit_runs_under_ansible_runner_and_changes_nothing(ssh_fleet, tmp_path, restore_kernel_tunables):
-    import subprocess
-
     inventory = fleet_inventory(ssh_fleet, tmp_path, ["node1", "node2"])
     private = tmp_path / "runner"
     (private / "env").mkdir(parents=True)
@@ -35,7 +34,8 @@ def test_audit_runs_under_ansible_runner_and_changes_nothing(ssh_fleet, tmp_path
     assert read_sysfs() == before
     events = [json.loads(p.read_text()) for p in (artifacts / "job_events").glob("*.json")]
     plays = {e["event_data"].get("play") for e in events if e["event"] == "playbook_on_play_start"}
-    assert plays == {"Audit every node (check mode; nothing on a node changes)", "Write the Preflight reports on the controller"}
+    assert plays == {"Audit every node (check mode; nothing on a node changes)",
+                     "Write the Preflight reports on the controller"}
     stats = next(e for e in events if e["event"] == "playbook_on_stats")["event_data"]
     assert set(stats["ok"]) >= {"node1", "node2", "localhost"} and not stats["failures"]
     docs = host_documents(tmp_path)

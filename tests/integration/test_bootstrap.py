@@ -195,7 +195,8 @@ def test_standard_bootstrap_on_one_host_runs_load_and_the_vllm_probes(ssh_fleet,
         envelope.validate(doc["probes"][name])
         assert doc["probes"][name]["probe"] == name
     assert doc["probes"]["kv"]["params"]["max_model_len"] == [2048]
-    assert run["certify_s"] <= run["budget_s"], f"standard level took {run['certify_s']} s"
+    # Over budget is a warn check in the report, not a failure: a shared CI machine can be slower.
+    assert run["over_budget"] == (run["certify_s"] > float(run["budget_s"]))
     html = list((tmp_path / "reports").glob("*/node1.html"))
     assert html and "ttft" in html[0].read_text()
     print(f"standard bootstrap of node1: {elapsed:.0f} s; phases {run['phases']}")

@@ -207,3 +207,22 @@ def test_report_module_in_check_mode_computes_but_writes_nothing(tmp_path):
     assert result["not_ok_hosts"] == {"dead1": "unreachable: Failed to connect to the host via ssh"}
     assert result["msg"].startswith("Reports: (check mode, nothing written) ")
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_run_where_no_host_answers_still_writes_its_report(ssh_fleet, tmp_path):
+    inventory = ssh_fleet.inventory(tmp_path / "dead.yml")
+    doc = yaml.safe_load(inventory.read_text())
+    hosts = doc["all"]["children"]["fleet"]["hosts"]
+    doc["all"]["children"]["fleet"]["hosts"] = {"dead1": hosts["dead1"]}
+    inventory.write_text(yaml.safe_dump(doc))
+    proc = run_playbook(
+        "playbooks/site.yml",
+        inventory,
+        "-e",
+        f"preflight_report_dir={tmp_path / 'reports'}",
+        env=JSON_OUTPUT,
+        timeout=300,
+    )
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads((tmp_path / "reports" / "latest" / "summary.json").read_text())
+    assert [(r["host"], r["status"]) for r in summary["hosts"]] == [("dead1", "unreachable")]

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,15 +21,17 @@ PYTHON = sys.executable
 
 
 def run_module(inventory: Path, host: str, args: dict, *extra: str, timeout: float = 600) -> dict:
-    """Run slm_probe once through the real `ansible` command; return the host's result."""
-    env = ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+    """Run slm_probe once through the real `ansible` command; the host's result, with `failed` from its exit."""
+    tree = Path(tempfile.mkdtemp(prefix="slm-tree-"))
     proc = subprocess.run(
         [str(Path(PYTHON).parent / "ansible"), "-i", str(inventory), host, "-m", "slm_probe",
-         "-a", json.dumps(args), *extra],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+         "-a", json.dumps(args), "--tree", str(tree), *extra],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
     )
-    doc = json.loads(proc.stdout)
-    return doc["plays"][0]["tasks"][0]["hosts"][host]
+    assert proc.returncode in (0, 2), proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tree / host).read_text())
+    result["failed"] = proc.returncode == 2
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +105,7 @@ def test_load_probe_over_ssh_returns_a_schema_valid_envelope_as_a_fact(inventory
         "options": {"model": str(tiny_model), "repeats": 2, "read_repeats": 1},
         "timeout": 900,
     })
-    assert not res.get("failed"), res.get("msg")
+    assert not res["failed"], res.get("msg")
     assert res["rc"] == 0 and res["changed"] is False
     doc = res["result"]
     envelope.validate(doc)
@@ -116,7 +119,7 @@ def test_load_probe_over_ssh_returns_a_schema_valid_envelope_as_a_fact(inventory
 def test_unknown_option_is_rejected_with_the_allowed_ones(inventory):
     res = run_module(inventory, "node1", {"probe": "load", "python": PYTHON, "runtime_dir": str(REPO),
                                           "options": {"repeat": 3}})
-    assert res["failed"] is True
+    assert res["failed"]
     assert res["msg"] == (
         "options.repeat is not an option of the load probe; allowed: copy_mib, copy_repeats, device, "
         "drop_caches, gpus, model, placement, read_repeats, repeats, timeout_s"
@@ -138,7 +141,7 @@ def test_check_mode_returns_the_command_and_runs_nothing(inventory, tmp_path):
     args = {"probe": "kv", "python": str(fake), "runtime_dir": str(REPO),
             "options": {"max_model_len": [2048], "kv_budget": ["1GiB"]}}
     res = run_module(inventory, "node1", args, "--check")
-    assert not res.get("failed"), res.get("msg")
+    assert not res["failed"], res.get("msg")
     assert res["cmd"] == [str(fake), "-m", "probes", "kv", "--max-model-len", "2048", "--kv-budget", "1GiB", "--json"]
     assert res["msg"].startswith("check mode: would run ")
     assert "ansible_facts" not in res and "rc" not in res
@@ -152,7 +155,7 @@ def test_a_failing_probe_returns_its_exit_status_stderr_tail_and_command(invento
     missing = tmp_path / "no-such-model"
     res = run_module(inventory, "node1", {"probe": "load", "python": PYTHON, "runtime_dir": str(REPO),
                                           "options": {"model": str(missing)}})
-    assert res["failed"] is True
+    assert res["failed"]
     assert res["rc"] != 0
     assert f"--model {missing}: not a shape" in res["stderr_tail"]
     assert res["cmd"] == [PYTHON, "-m", "probes", "load", "--model", str(missing), "--json"]
@@ -167,7 +170,7 @@ def test_a_probe_past_its_timeout_is_stopped_with_its_children(inventory, tmp_pa
     res = run_module(inventory, "node1", {"probe": "load", "python": str(fake), "runtime_dir": str(REPO),
                                           "timeout": 2})
     assert time.monotonic() - started < 60
-    assert res["failed"] is True and res["timed_out"] is True
+    assert res["failed"] and res["timed_out"] is True
     assert "ran past its timeout of 2 s and was stopped" in res["msg"]
     assert res["stderr_tail"] == "starting"
     pid = int(child_pid.read_text())
@@ -183,7 +186,7 @@ def _is_zombie(pid: int) -> bool:
 
 def test_missing_runtime_is_named_before_anything_runs(inventory, tmp_path):
     res = run_module(inventory, "node1", {"probe": "load", "python": PYTHON, "runtime_dir": str(tmp_path)})
-    assert res["failed"] is True
+    assert res["failed"]
     assert res["msg"] == (f"runtime_dir {tmp_path} holds no probes package (probes/__main__.py); "
                           "run the probe_runtime role first")
     assert os.listdir(tmp_path) == []

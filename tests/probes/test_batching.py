@@ -143,4 +143,7 @@ def test_batching_cli_json_against_an_endpoint(vllm_server):
     assert [lv["concurrency"] for lv in levels] == [1, 2, 4]
     assert all(lv["n_ok"] == 4 for lv in levels)
     assert doc["results"]["knee"]["determined"] is False  # one repeat cannot tell flat from noise
-    assert doc["results"]["raw"][0]["records"][0]["output_tokens"] == 8
+    raw = doc["results"]["raw"]
+    assert [r["concurrency"] for r in raw] == [1, 2, 4]
+    assert all(q["output_tokens"] == 8 and q["ttft_s"] > 0 for r in raw for q in r["requests"])
+    assert raw[0]["requests"][0]["sent_at_s"] >= 0

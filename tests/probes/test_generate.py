@@ -81,7 +81,7 @@ def test_steady_state_is_one_median_per_process_and_first_call_is_apart():
     runs = [_grun("glibc", i, [3.0, 1.0, 1.2, 1.1]) for i in range(4)]
     runs += [_grun("jemalloc", 4 + i, [2.0, 0.5, 0.6, 0.5 + 0.01 * i]) for i in range(4)]
     res = generate.analyze(runs, allocators=["glibc", "jemalloc"], libraries={"jemalloc": "/x"}, model={})
-    glibc, jem = res.allocators
+    glibc = res.allocators["glibc"]
     assert glibc.steady_state_s["samples"] == [1.1] * 4  # median of 1.0, 1.2, 1.1 in each process
     assert glibc.first_call_s["samples"] == [3.0] * 4
     assert glibc.steady_state_calls_s["n"] == 12
@@ -98,7 +98,8 @@ def test_steady_state_is_one_median_per_process_and_first_call_is_apart():
 
 def test_single_call_processes_have_no_steady_state():
     res = generate.analyze([_grun("glibc", 0, [1.0])], allocators=["glibc"], libraries={}, model={})
-    assert res.allocators[0].steady_state_s["n"] == 0 and res.allocators[0].steady_state_s["median"] is None
+    steady = res.allocators["glibc"].steady_state_s
+    assert steady["n"] == 0 and steady["median"] is None
 
 
 @needs_jemalloc
@@ -120,8 +121,9 @@ def test_glibc_vs_jemalloc_on_the_tiny_model(tiny_model):
         else:
             assert os.path.basename(run["malloc_from"]).startswith("libc")
     assert res["outputs_identical"] is True  # greedy decoding does not depend on the allocator
-    glibc, jem = res["allocators"]
-    assert glibc["steady_state_s"]["n"] == 2 and jem["first_call_s"]["n"] == 2
+    assert list(res["allocators"]) == ["glibc", "jemalloc"]
+    assert res["allocators"]["glibc"]["steady_state_s"]["n"] == 2
+    assert res["allocators"]["jemalloc"]["first_call_s"]["n"] == 2
     steady = res["comparisons"]["jemalloc_vs_glibc"]["steady_state_s"]
     assert steady["faster"] is None  # two processes each can never name a winner
     assert "too few samples" in steady["verdict"]
@@ -138,8 +140,8 @@ def test_an_allocator_that_was_not_loaded_is_an_error_not_a_sample(tiny_model, t
     doc = json.loads(proc.stdout)
     result.validate(doc)
     assert [r["allocator"] for r in doc["results"]["runs"]] == ["glibc"]
-    assert doc["results"]["allocators"][1]["first_call_s"]["n"] == 0
-    assert doc["results"]["allocators"][1]["first_call_s"]["median"] is None
+    assert doc["results"]["allocators"]["jemalloc"]["first_call_s"]["n"] == 0
+    assert doc["results"]["allocators"]["jemalloc"]["first_call_s"]["median"] is None
     assert len(doc["errors"]) == 1
     assert doc["errors"][0].startswith(f"jemalloc process 0 (run 1): jemalloc asked for with LD_PRELOAD={fake}")
     assert {"name": "measurement", "status": "fail", "text": "1 problem(s); see errors"} in doc["verdicts"]

@@ -235,50 +235,95 @@ def envelope(probe: str, results: dict, verdicts=()) -> dict:
 def ttft_probe(cold_ms=50.0, warm_ms=20.0, spread=0.05, seed=1, n=9) -> dict:
     """Shaped like probes.ttft's result: warm per API, the first request in cold_start."""
     warm = stats.summarize(samples(warm_ms, spread, n, seed), "ms")
-    return envelope("ttft", {
-        "backend": "cpu",
-        "apis": ["completions"],
-        "warm": {"completions": {"api": "completions", "n_requests": n, "n_ok": n, "errors": [], "ttft_ms": warm,
-                                 "e2e_ms": stats.summarize(samples(warm_ms * 5, spread, n, seed + 1), "ms")}},
-        "cold_start": {"started_by_probe": True, "cold_is_first_request_since_start": True,
-                       "process_start_to_ready_s": 35.2, "first_request_ttft_ms": cold_ms,
-                       "warm_median_ttft_ms": warm["median"], "warm_p95_ttft_ms": warm["p95"]},
-        "notes": [],
-    })
+    return envelope(
+        "ttft",
+        {
+            "backend": "cpu",
+            "apis": ["completions"],
+            "warm": {
+                "completions": {
+                    "api": "completions",
+                    "n_requests": n,
+                    "n_ok": n,
+                    "errors": [],
+                    "ttft_ms": warm,
+                    "e2e_ms": stats.summarize(samples(warm_ms * 5, spread, n, seed + 1), "ms"),
+                }
+            },
+            "cold_start": {
+                "started_by_probe": True,
+                "cold_is_first_request_since_start": True,
+                "process_start_to_ready_s": 35.2,
+                "first_request_ttft_ms": cold_ms,
+                "warm_median_ttft_ms": warm["median"],
+                "warm_p95_ttft_ms": warm["p95"],
+            },
+            "notes": [],
+        },
+    )
 
 
 def load_probe(cold_s=(30.0, 1.4), warm_s=(15.0, 0.6), weight_bytes=3.09e9, disk_gb_s=1.7, spread=0.05) -> dict:
     """Shaped like probes.load's result: per condition, phase summaries and GB/s; limits; ratios."""
 
     def condition(total_s, weights_s, seed):
-        phases = {"total_s": stats.summarize(samples(total_s, spread, 3, seed), "s"),
-                  "import_s": stats.summarize(samples(total_s - weights_s - 0.5, spread, 3, seed + 1), "s"),
-                  "from_pretrained_s": stats.summarize(samples(weights_s, spread, 3, seed + 2), "s"),
-                  "load_s": stats.summarize(samples(weights_s, spread, 3, seed + 3), "s")}
-        return {"n": 3, "phases": phases,
-                "from_pretrained_gb_per_s": stats.summarize(samples(weight_bytes / 1e9 / weights_s, spread, 3, seed),
-                                                            "GB/s")}
+        phases = {
+            "total_s": stats.summarize(samples(total_s, spread, 3, seed), "s"),
+            "import_s": stats.summarize(samples(total_s - weights_s - 0.5, spread, 3, seed + 1), "s"),
+            "from_pretrained_s": stats.summarize(samples(weights_s, spread, 3, seed + 2), "s"),
+            "load_s": stats.summarize(samples(weights_s, spread, 3, seed + 3), "s"),
+        }
+        return {
+            "n": 3,
+            "phases": phases,
+            "from_pretrained_gb_per_s": stats.summarize(
+                samples(weight_bytes / 1e9 / weights_s, spread, 3, seed), "GB/s"
+            ),
+        }
 
     cold = condition(*cold_s, 10)
     disk = samples(disk_gb_s, spread, 3, 20)
-    return envelope("load", {
-        "model": {"name": "qwen2.5-1.5b", "weight_bytes": weight_bytes},
-        "cold": cold, "cold_not_measured": None, "warm": condition(*warm_s, 30),
-        "limits": {"disk_read_gb_per_s": stats.summarize(disk, "GB/s"), "disk_read_not_measured": None,
-                   "page_cache_read_gb_per_s": stats.summarize(samples(9.0, spread, 3, 21), "GB/s"), "h2d": None,
-                   "h2d_not_measured": "no GPU on this host"},
-        "achieved_vs_limit": {"cold_from_pretrained_vs_disk_read": stats.ratio(
-            cold["from_pretrained_gb_per_s"]["samples"], disk)},
-    })
+    return envelope(
+        "load",
+        {
+            "model": {"name": "qwen2.5-1.5b", "weight_bytes": weight_bytes},
+            "cold": cold,
+            "cold_not_measured": None,
+            "warm": condition(*warm_s, 30),
+            "limits": {
+                "disk_read_gb_per_s": stats.summarize(disk, "GB/s"),
+                "disk_read_not_measured": None,
+                "page_cache_read_gb_per_s": stats.summarize(samples(9.0, spread, 3, 21), "GB/s"),
+                "h2d": None,
+                "h2d_not_measured": "no GPU on this host",
+            },
+            "achieved_vs_limit": {
+                "cold_from_pretrained_vs_disk_read": stats.ratio(cold["from_pretrained_gb_per_s"]["samples"], disk)
+            },
+        },
+    )
 
 
 def kv_probe(configs: list[tuple[int, str, int | None, float | None]]) -> dict:
     """Shaped like probes.kv's result: one entry per (max_model_len, budget) start; kv_tokens None: did not fit."""
-    return envelope("kv", {"backend": "cpu", "configs": [
-        {"max_model_len": length, "budget": budget, "fits": tokens is not None, "kv_tokens": tokens,
-         "block_size": 16, "max_concurrency": concurrency,
-         "error": None if tokens is not None else f"max-model-len {length} does not fit"}
-        for length, budget, tokens, concurrency in configs]})
+    return envelope(
+        "kv",
+        {
+            "backend": "cpu",
+            "configs": [
+                {
+                    "max_model_len": length,
+                    "budget": budget,
+                    "fits": tokens is not None,
+                    "kv_tokens": tokens,
+                    "block_size": 16,
+                    "max_concurrency": concurrency,
+                    "error": None if tokens is not None else f"max-model-len {length} does not fit",
+                }
+                for length, budget, tokens, concurrency in configs
+            ],
+        },
+    )
 
 
 def batching_probe(levels: dict[int, float], ttft_ms: dict[int, float]) -> dict:
@@ -288,9 +333,17 @@ def batching_probe(levels: dict[int, float], ttft_ms: dict[int, float]) -> dict:
         tput = stats.summarize(samples(tok_s, 0.05, 3, c), "tok/s")
         ttft = stats.summarize(samples(ttft_ms[c], 0.1, 3 * c, c), "ms")
         sequential = sequential or tput["median"]
-        out.append({"concurrency": c, "repeats": 3, "output_tok_per_s": tput, "ttft_ms": ttft,
-                    "ttft_p50_ms": ttft["median"], "ttft_p95_ms": ttft["p95"],
-                    "speedup_vs_sequential": tput["median"] / sequential})
+        out.append(
+            {
+                "concurrency": c,
+                "repeats": 3,
+                "output_tok_per_s": tput,
+                "ttft_ms": ttft,
+                "ttft_p50_ms": ttft["median"],
+                "ttft_p95_ms": ttft["p95"],
+                "speedup_vs_sequential": tput["median"] / sequential,
+            }
+        )
     return envelope("batching", {"backend": "cpu", "levels": out})
 
 

@@ -129,17 +129,42 @@ def test_hugepages_reserved_as_asked_pass_and_nothing_asked_is_skipped(tmp_path)
 
 
 def jemalloc_result(verified: dict[str, bool | None], enabled=True, scope="service") -> dict:
-    details = {True: "main process 4242 maps /usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-               False: "main process 4242 does not map /usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-               None: "verification skipped: systemd is not running"}
-    services = [{"name": n, "unit": f"{n}.service", "dropin_path": f"/etc/systemd/system/{n}.service.d/preflight.conf",
-                 "changed": True, "verified": v, "verify_detail": details[v]} for n, v in verified.items()]
+    details = {
+        True: "main process 4242 maps /usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        False: "main process 4242 does not map /usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        None: "verification skipped: systemd is not running",
+    }
+    services = [
+        {
+            "name": n,
+            "unit": f"{n}.service",
+            "dropin_path": f"/etc/systemd/system/{n}.service.d/preflight.conf",
+            "changed": True,
+            "verified": v,
+            "verify_detail": details[v],
+        }
+        for n, v in verified.items()
+    ]
     return {
-        "role": "jemalloc", "enabled": enabled, "package": "libjemalloc2",
-        "library_path": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "scope": scope, "services": services,
-        "settings": [], "conflicts": [], "verified": all(verified.values()), "reboot_required": False,
-        "persistence": [{"method": "systemd_dropin", "path": svc["dropin_path"], "state": "installed",
-                         "detail": f"LD_PRELOAD and MALLOC_CONF for {svc['unit']}"} for svc in services],
+        "role": "jemalloc",
+        "enabled": enabled,
+        "package": "libjemalloc2",
+        "library_path": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "scope": scope,
+        "services": services,
+        "settings": [],
+        "conflicts": [],
+        "verified": all(verified.values()),
+        "reboot_required": False,
+        "persistence": [
+            {
+                "method": "systemd_dropin",
+                "path": svc["dropin_path"],
+                "state": "installed",
+                "detail": f"LD_PRELOAD and MALLOC_CONF for {svc['unit']}",
+            }
+            for svc in services
+        ],
     }
 
 
@@ -151,10 +176,13 @@ def test_jemalloc_drop_in_present_and_mapped_pass_unmapped_fails_unverifiable_is
     assert got["jemalloc.mapped.preflight-vllm_service"]["status"] == "pass"
     bad = got["jemalloc.mapped.tgi_service"]
     assert bad["status"] == "fail"
-    assert bad["reason"] == ("main process 4242 does not map /usr/lib/x86_64-linux-gnu/libjemalloc.so.2. tgi.service "
-                             "still runs with glibc malloc: restart it so it picks the drop-in up, then rerun.")
+    assert bad["reason"] == (
+        "main process 4242 does not map /usr/lib/x86_64-linux-gnu/libjemalloc.so.2. tgi.service "
+        "still runs with glibc malloc: restart it so it picks the drop-in up, then rerun."
+    )
     assert got["jemalloc.mapped.sglang_service"]["status"] == "skip"
-    assert got["jemalloc.mapped.sglang_service"]["reason"] == "Not verified: verification skipped: systemd is not running."
+    unverified = got["jemalloc.mapped.sglang_service"]["reason"]
+    assert unverified == "Not verified: verification skipped: systemd is not running."
 
 
 def test_jemalloc_disabled_is_skipped(tmp_path):
@@ -199,16 +227,19 @@ def test_probe_figures_are_judged_with_value_threshold_and_reason(tmp_path):
     assert cold["status"] == "warn"  # default warn 1000 ms, fail 5000 ms
     assert (cold["measured"], cold["unit"]) == (1500.0, "ms")
     assert cold["threshold"] == {"direction": "max", "warn": 1000, "fail": 5000}
-    assert cold["reason"].startswith("Time to first token of the first request: 1500 ms; should stay at or below "
-                                     "1000 ms; fails above 5000 ms. The first request pays for compilation")
+    assert cold["reason"].startswith(
+        "Time to first token of the first request: 1500 ms; should stay at or below "
+        "1000 ms; fails above 5000 ms. The first request pays for compilation"
+    )
     warm = got["probe.ttft.warm_ms"]
     assert warm["status"] == "pass"
     assert "(median of 9)" in warm["reason"]
 
 
 def test_class_thresholds_override_defaults(tmp_path):
-    item = s.host("node1", probes={"ttft": s.ttft_probe(warm_ms=30.0)},
-                  thresholds={"ttft_warm_ms": {"warn": 10, "fail": 25}})
+    item = s.host(
+        "node1", probes={"ttft": s.ttft_probe(warm_ms=30.0)}, thresholds={"ttft_warm_ms": {"warn": 10, "fail": 25}}
+    )
     c = s.by_id(s.one(item, tmp_path))["probe.ttft.warm_ms"]
     assert c["status"] == "fail"
     assert c["threshold"] == {"direction": "max", "warn": 10, "fail": 25}
@@ -266,21 +297,42 @@ def test_batching_that_barely_scales_warns(tmp_path):
 def test_gpu_much_slower_than_its_siblings_is_flagged(tmp_path):
     load = s.load_probe()
     load["results"]["limits"]["h2d"] = [
-        {"gpu_index": i, "name": "H100", "pci_bus_id": f"0000:{i}", "copy_bytes": 1 << 30,
-         "pinned_gb_per_s": s.stats.summarize(s.samples(gbs, 0.02, 5, i), "GB/s"),
-         "pageable_gb_per_s": s.stats.summarize(s.samples(gbs / 5, 0.02, 5, i), "GB/s")}
-        for i, gbs in enumerate([55.0, 54.0, 55.5, 27.0])]
+        {
+            "gpu_index": i,
+            "name": "H100",
+            "pci_bus_id": f"0000:{i}",
+            "copy_bytes": 1 << 30,
+            "pinned_gb_per_s": s.stats.summarize(s.samples(gbs, 0.02, 5, i), "GB/s"),
+            "pageable_gb_per_s": s.stats.summarize(s.samples(gbs / 5, 0.02, 5, i), "GB/s"),
+        }
+        for i, gbs in enumerate([55.0, 54.0, 55.5, 27.0])
+    ]
     got = s.by_id(s.one(s.host("node1", probes={"load": load}), tmp_path))
     assert [got[f"gpu.{i}.h2d_vs_siblings"]["status"] for i in range(4)] == ["pass", "pass", "pass", "fail"]
     assert got["gpu.3.h2d_vs_siblings"]["reason"].startswith("GPU 3 (0000:3) copies host-to-device at 27")
 
 
 def test_failed_probe_and_an_overrun_budget_are_checks(tmp_path):
-    run = {"level": "standard", "budget_s": 900, "planned": ["load", "ttft"], "ran": ["load"],
-           "failed": [{"probe": "ttft", "msg": "vLLM did not become ready within 900 s", "rc": None,
-                       "timed_out": True, "stderr_tail": "RuntimeError: not enough memory for the KV cache"}],
-           "skipped": [], "phases": [{"name": "facts", "duration_s": 3.1, "status": "ok"}],
-           "total_s": 1250.0, "certify_s": 1200.0, "over_budget": True}
+    run = {
+        "level": "standard",
+        "budget_s": 900,
+        "planned": ["load", "ttft"],
+        "ran": ["load"],
+        "failed": [
+            {
+                "probe": "ttft",
+                "msg": "vLLM did not become ready within 900 s",
+                "rc": None,
+                "timed_out": True,
+                "stderr_tail": "RuntimeError: not enough memory for the KV cache",
+            }
+        ],
+        "skipped": [],
+        "phases": [{"name": "facts", "duration_s": 3.1, "status": "ok"}],
+        "total_s": 1250.0,
+        "certify_s": 1200.0,
+        "over_budget": True,
+    }
     doc = s.one(s.host("node1", run=run, level="quick"), tmp_path)
     got = s.by_id(doc)
     assert doc["level"] == "standard"  # the run's level, not the variable's
@@ -289,7 +341,8 @@ def test_failed_probe_and_an_overrun_budget_are_checks(tmp_path):
     assert failed["reason"] == (
         "The ttft probe failed (timed out): vLLM did not become ready within 900 s. End of its stderr: "
         "RuntimeError: not enough memory for the KV cache Fix the cause and rerun it alone with --tags ttft "
-        "--limit node1.")
+        "--limit node1."
+    )
     assert got["run.budget"]["status"] == "warn"
     assert got["run.budget"]["threshold"] == {"direction": "max", "warn": 900.0, "fail": None}
 

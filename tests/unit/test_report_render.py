@@ -70,12 +70,21 @@ class Page(HTMLParser):
         return " ".join("".join(self.text).split())
 
 
-RUN = {"level": "standard", "budget_s": 900, "planned": ["load", "ttft", "kv", "batching", "allocator_ab"],
-       "ran": ["load", "ttft", "kv", "batching", "allocator_ab"], "failed": [],
-       "skipped": [{"probe": "kv_sweep", "reason": "not at level standard"}],
-       "phases": [{"name": "tune", "duration_s": 4.2, "status": "ok"}, {"name": "facts", "duration_s": 1.3,
-                                                                         "status": "ok"}],
-       "total_s": 300.5, "certify_s": 296.3, "over_budget": False}
+RUN = {
+    "level": "standard",
+    "budget_s": 900,
+    "planned": ["load", "ttft", "kv", "batching", "allocator_ab"],
+    "ran": ["load", "ttft", "kv", "batching", "allocator_ab"],
+    "failed": [],
+    "skipped": [{"probe": "kv_sweep", "reason": "not at level standard"}],
+    "phases": [
+        {"name": "tune", "duration_s": 4.2, "status": "ok"},
+        {"name": "facts", "duration_s": 1.3, "status": "ok"},
+    ],
+    "total_s": 300.5,
+    "certify_s": 296.3,
+    "over_budget": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +97,13 @@ def run_dir(tmp_path_factory) -> Path:
         extra = {}
         if name == "node1":  # every probe kind, two GPUs (one on a narrow link) and a run record
             probes.update(
-                load=s.load_probe(), allocator_ab=s.allocator_probe(glibc_s=1.5, jemalloc_s=1.2),
+                load=s.load_probe(),
+                allocator_ab=s.allocator_probe(glibc_s=1.5, jemalloc_s=1.2),
                 kv=s.kv_probe([(2048, "1GiB", 32768, 16.0), (4096, "1GiB", 32768, 8.0)]),
-                batching=s.batching_probe({1: 100.0, 2: 190.0, 4: 350.0, 8: 420.0},
-                                          {1: 20.0, 2: 24.0, 4: 35.0, 8: 80.0}))
+                batching=s.batching_probe(
+                    {1: 100.0, 2: 190.0, 4: 350.0, 8: 420.0}, {1: 20.0, 2: 24.0, 4: 35.0, 8: 80.0}
+                ),
+            )
             extra = {"facts": s.facts(gpus=[s.gpu(0), s.gpu(1, width=8)]), "run": RUN}
         items.append(s.host(name, probes=probes, **extra))
     items += [s.failed("node3"), s.unreachable("dead1")]
@@ -158,13 +170,15 @@ def test_host_html_is_self_contained_with_a_chart_for_each_probe_that_ran(run_di
     assert urls == [], "nothing is fetched from elsewhere"
     assert sum(1 for t, _ in page.tags if t == "svg") == 7  # load 2, allocators 1, ttft 1, kv 1, batching 2
     text = page.all_text()
-    for chart in ("load: seconds per phase, cold vs warm (median, p5-p95)",
-                  "load: weights GB/s against the measured limits",
-                  "allocator_ab: steady-state generate() per allocator (every sample, median, 95 % CI)",
-                  "ttft: time to first token (warm: median, p5-p95)",
-                  "kv: max concurrency vs max-model-len",
-                  "batching: output throughput vs concurrency (median, 95 % CI)",
-                  "batching: TTFT vs concurrency"):
+    for chart in (
+        "load: seconds per phase, cold vs warm (median, p5-p95)",
+        "load: weights GB/s against the measured limits",
+        "allocator_ab: steady-state generate() per allocator (every sample, median, 95 % CI)",
+        "ttft: time to first token (warm: median, p5-p95)",
+        "kv: max concurrency vs max-model-len",
+        "batching: output throughput vs concurrency (median, 95 % CI)",
+        "batching: TTFT vs concurrency",
+    ):
         assert chart in text, chart
     assert "disk read 1.7" in text  # the disk's measured GB/s drawn as a limit line
     assert "Link trained at x8 of x16" in text
@@ -174,8 +188,12 @@ def test_host_html_is_self_contained_with_a_chart_for_each_probe_that_ran(run_di
 
 def test_probes_that_did_not_run_say_so(run_dir):
     text = Page((run_dir / "node2.html").read_text()).all_text()
-    for section in ("Model load: cold vs warm", "Generation latency by allocator",
-                    "KV cache: max concurrency vs max-model-len", "Throughput and TTFT vs concurrency"):
+    for section in (
+        "Model load: cold vs warm",
+        "Generation latency by allocator",
+        "KV cache: max concurrency vs max-model-len",
+        "Throughput and TTFT vs concurrency",
+    ):
         assert f"{section} Not run (level quick)." in text
     assert "Time to first token: cold vs warm ttft: time to first token" in text
     md = (run_dir / "node2.md").read_text()
@@ -198,6 +216,8 @@ def test_markdown_summary_has_a_row_per_host_and_what_to_do_first(run_dir):
     assert md.index("## Hosts that did not finish") < md.index("## Hosts\n")
     assert f"- **dead1** UNREACHABLE at `ping`: {s.UNREACHABLE_MSG}" in md
     assert "## Outliers against the fleet" in md and "## Recommendations" in md
+    # the same change on several hosts is one line that names them
+    assert '- **node1, node2, node4, slow5** Set `thp_persist: ["systemd"]`' in md
 
 
 def test_junit_has_one_testcase_per_check_and_failures_where_checks_failed(run_dir):
@@ -236,8 +256,9 @@ def test_prometheus_textfile_parses_and_carries_host_labels(run_dir):
     assert value("preflight_outlier", host="slow5", metric="ttft.warm_ms", group="h100", direction="high") == 1
     warm = value("preflight_probe_value", host="slow5", probe="ttft", metric="ttft.warm_ms", unit="ms")
     assert warm == pytest.approx(60.0, rel=0.1)
-    median = value("preflight_probe_median", host="slow5", probe="ttft", metric="ttft.warm.completions.ttft_ms",
-                   unit="ms")
+    median = value(
+        "preflight_probe_median", host="slow5", probe="ttft", metric="ttft.warm.completions.ttft_ms", unit="ms"
+    )
     assert median == warm
     assert value("preflight_phase_seconds", host="node1", phase="tune") == 4.2
     assert not [k for k in samples if k[0] == "preflight_probe_median" and ("host", "node3") in k[1]]

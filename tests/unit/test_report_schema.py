@@ -54,3 +54,11 @@ def test_a_check_without_a_reason_is_invalid(tmp_path):
     doc = s.one(s.host("node1"), tmp_path)
     doc["checks"][0]["reason"] = ""
     assert schema.validation_errors(doc) == ["checks/0/reason: '' should be non-empty"]
+
+
+def test_group_vars_document_every_threshold_with_the_built_in_defaults():
+    import yaml
+
+    thresholds = s.module_util("preflight.report.thresholds")
+    documented = yaml.safe_load((Path(__file__).resolve().parents[2] / "group_vars" / "all.yml").read_text())
+    assert documented["preflight_thresholds"] == thresholds.DEFAULTS

@@ -20,9 +20,14 @@ SECTIONS = [
     ("kv", "KV cache: max concurrency vs max-model-len"),
     ("batching", "Throughput and TTFT vs concurrency"),
 ]
-PHASES = [("interpreter_start_s", "interpreter"), ("import_s", "import torch + transformers"),
-          ("cuda_init_s", "CUDA init"), ("from_pretrained_s", "from_pretrained"), ("to_device_s", "to(device)"),
-          ("total_s", "total")]
+PHASES = [
+    ("interpreter_start_s", "interpreter"),
+    ("import_s", "import torch + transformers"),
+    ("cuda_init_s", "CUDA init"),
+    ("from_pretrained_s", "from_pretrained"),
+    ("to_device_s", "to(device)"),
+    ("total_s", "total"),
+]
 
 
 def _limit_refs(doc: dict, key: str, unit_scale: float = 1.0) -> list[dict]:
@@ -30,7 +35,7 @@ def _limit_refs(doc: dict, key: str, unit_scale: float = 1.0) -> list[dict]:
     refs = []
     for level in ("warn", "fail"):
         if limits.get(level) is not None:
-            refs.append({"value": limits[level] * unit_scale, "label": f"{level} {limits[level]:g}"})
+            refs.append({"value": limits[level] * unit_scale, "label": f"{level} at {limits[level]:g}"})
     return refs
 
 
@@ -45,8 +50,9 @@ def sections(doc: dict) -> list[dict]:
         names = by_kind.get(kind, [])
         if not names:
             reason = skipped.get(kind) or next((r for p, r in skipped.items() if p and p.startswith(kind)), None)
-            out.append({"probe": kind, "title": title, "ran": False, "charts": [], "rows": [], "notes": [],
-                        "reason": reason})
+            out.append(
+                {"probe": kind, "title": title, "ran": False, "charts": [], "rows": [], "notes": [], "reason": reason}
+            )
             continue
         charts, rows, notes = [], [], []
         for name in names:
@@ -54,20 +60,28 @@ def sections(doc: dict) -> list[dict]:
             results = envelope.get("results") or {}
             charts += _specific(kind, name, results, doc)
             figures = [f for f in metrics.figures(doc) if f["probe"] == name]
-            rows += [[f["label"], f["value"], _ci(f), f["p5"], f["p95"], f["n"], f["unit"], f["spread_warning"]]
-                     for f in figures]
+            rows += [
+                [f["label"], f["value"], _ci(f), f["p5"], f["p95"], f["n"], f["unit"], f["spread_warning"]]
+                for f in figures
+            ]
             took = f" in {envelope['duration_s']:g} s" if envelope.get("duration_s") is not None else ""
             notes.append(f"{name}: run{took} at {envelope.get('started_at') or 'an unknown time'}.")
-            notes += [f"{name}: A/B {c['metric']}: {c.get('verdict')}" for c in metrics.comparisons(doc)
-                      if c["probe"] == name and c.get("verdict")]
-            notes += [f"{name}: {str(v.get('status')).upper()} {v['name']}: {v.get('text')}"
-                      for v in envelope.get("verdicts") or []]
+            notes += [
+                f"{name}: A/B {c['metric']}: {c.get('verdict')}"
+                for c in metrics.comparisons(doc)
+                if c["probe"] == name and c.get("verdict")
+            ]
+            notes += [
+                f"{name}: {str(v.get('status')).upper()} {v['name']}: {v.get('text')}"
+                for v in envelope.get("verdicts") or []
+            ]
             notes += [f"{name}: {n}" for n in results.get("notes") or [] if isinstance(n, str)]
             notes += [f"{name}: ERROR {err}" for err in envelope.get("errors") or []]
         if kind == "load":
             charts += _thp_ab(doc, names)
-        out.append({"probe": kind, "title": title, "ran": True, "charts": charts, "rows": rows, "notes": notes,
-                    "reason": None})
+        out.append(
+            {"probe": kind, "title": title, "ran": True, "charts": charts, "rows": rows, "notes": notes, "reason": None}
+        )
     return out
 
 
@@ -79,8 +93,7 @@ def _ci(f: dict) -> str | None:
 
 def _bar(label, node, color=None) -> dict:
     node = node or {}
-    return {"label": label, "value": node.get("median"), "low": node.get("p5"), "high": node.get("p95"),
-            "color": color}
+    return {"label": label, "value": node.get("median"), "low": node.get("p5"), "high": node.get("p95"), "color": color}
 
 
 def _specific(kind: str, name: str, results: dict, doc: dict) -> list[str]:
@@ -102,9 +115,11 @@ def _load(name: str, results: dict, doc: dict) -> list[str]:
         refs += [{"value": r["value"], "label": f"warm {r['label']}"} for r in _limit_refs(doc, "load_warm_s")[:1]]
     if bars:
         charts.append(svg.bar_chart(f"{name}: seconds per phase, cold vs warm (median, p5-p95)", bars, "s", refs))
-    speed = [_bar("cold from_pretrained", metrics._get(results, "cold", "from_pretrained_gb_per_s"), "#3366cc"),
-             _bar("warm from_pretrained", metrics._get(results, "warm", "from_pretrained_gb_per_s"), "#dc7633"),
-             _bar("warm to(device)", metrics._get(results, "warm", "to_device_gb_per_s"), "#2e8b57")]
+    speed = [
+        _bar("cold from_pretrained", metrics._get(results, "cold", "from_pretrained_gb_per_s"), "#3366cc"),
+        _bar("warm from_pretrained", metrics._get(results, "warm", "from_pretrained_gb_per_s"), "#dc7633"),
+        _bar("warm to(device)", metrics._get(results, "warm", "to_device_gb_per_s"), "#2e8b57"),
+    ]
     limits = results.get("limits") or {}
     lines = []
     for key, label in (("disk_read_gb_per_s", "disk read"), ("page_cache_read_gb_per_s", "page cache read")):
@@ -131,8 +146,14 @@ def _thp_ab(doc: dict, names: list[str]) -> list[str]:
         if not name.startswith("thp_ab_"):
             continue
         node = metrics._get(doc["probes"][name].get("results") or {}, "warm", "phases", "load_s")
-        bars.append({"label": f"THP {name.removeprefix('thp_ab_')}", "value": (node or {}).get("median"),
-                     "low": (node or {}).get("ci_low"), "high": (node or {}).get("ci_high")})
+        bars.append(
+            {
+                "label": f"THP {name.removeprefix('thp_ab_')}",
+                "value": (node or {}).get("median"),
+                "low": (node or {}).get("ci_low"),
+                "high": (node or {}).get("ci_high"),
+            }
+        )
     if not bars:
         return []
     return [svg.bar_chart("THP A/B: warm weight load per THP mode (median, 95 % CI)", bars, "s")]
@@ -145,11 +166,19 @@ def _generate(name: str, results: dict, doc: dict) -> list[str]:
         groups = []
         for a in allocators:
             node = a.get(key) or {}
-            groups.append({"label": str(a.get("allocator")), "samples": node.get("samples") or [],
-                           "median": node.get("median"), "ci_low": node.get("ci_low"), "ci_high": node.get("ci_high")})
+            groups.append(
+                {
+                    "label": str(a.get("allocator")),
+                    "samples": node.get("samples") or [],
+                    "median": node.get("median"),
+                    "ci_low": node.get("ci_low"),
+                    "ci_high": node.get("ci_high"),
+                }
+            )
         if any(g["samples"] for g in groups):
-            charts.append(svg.strip_chart(f"{name}: {label} per allocator (every sample, median, 95 % CI)", groups,
-                                          "s"))
+            charts.append(
+                svg.strip_chart(f"{name}: {label} per allocator (every sample, median, 95 % CI)", groups, "s")
+            )
     return charts
 
 
@@ -159,8 +188,11 @@ def _ttft(name: str, results: dict, doc: dict) -> list[str]:
     for api, stats in sorted((results.get("warm") or {}).items()):
         if isinstance(stats, dict):
             bars.append(_bar(f"warm {api}", stats.get("ttft_ms"), "#dc7633"))
-    refs = _limit_refs(doc, "ttft_warm_ms") if name == "ttft" else []
-    return [svg.bar_chart(f"{name}: time to first token (warm: median, p5-p95)", bars, "ms", refs[:1])]
+    refs = [{"value": r["value"], "label": f"warm {r['label']}"} for r in _limit_refs(doc, "ttft_warm_ms")[:1]]
+    refs += [{"value": r["value"], "label": f"cold {r['label']}"} for r in _limit_refs(doc, "ttft_cold_ms")[:1]]
+    if name != "ttft":
+        refs = []
+    return [svg.bar_chart(f"{name}: time to first token (warm: median, p5-p95)", bars, "ms", refs)]
 
 
 def _kv(name: str, results: dict, doc: dict) -> list[str]:
@@ -173,23 +205,41 @@ def _kv(name: str, results: dict, doc: dict) -> list[str]:
         return []
     target = (doc["thresholds"].get("kv_max_concurrency") or {}).get("warn")
     refs = [{"value": target, "label": f"target {target:g}"}] if target is not None else []
-    return [svg.line_chart(f"{name}: max concurrency vs max-model-len", [
-        {"label": label, "points": sorted(points)} for label, points in sorted(series.items())],
-        "max-model-len (tokens)", "requests at once", refs)]
+    return [
+        svg.line_chart(
+            f"{name}: max concurrency vs max-model-len",
+            [{"label": label, "points": sorted(points)} for label, points in sorted(series.items())],
+            "max-model-len (tokens)",
+            "requests at once",
+            refs,
+        )
+    ]
 
 
 def _batching(name: str, results: dict, doc: dict) -> list[str]:
     levels = [lv for lv in results.get("levels") or [] if isinstance(lv, dict) and lv.get("concurrency") is not None]
     if not levels:
         return []
-    tput = [(lv["concurrency"], (lv.get("output_tok_per_s") or {}).get("median"),
-             (lv.get("output_tok_per_s") or {}).get("ci_low"), (lv.get("output_tok_per_s") or {}).get("ci_high"))
-            for lv in levels]
-    ttft = [{"label": "TTFT p50", "points": [(lv["concurrency"], lv.get("ttft_p50_ms")) for lv in levels]},
-            {"label": "TTFT p95", "points": [(lv["concurrency"], lv.get("ttft_p95_ms")) for lv in levels]}]
+    tput = [
+        (
+            lv["concurrency"],
+            (lv.get("output_tok_per_s") or {}).get("median"),
+            (lv.get("output_tok_per_s") or {}).get("ci_low"),
+            (lv.get("output_tok_per_s") or {}).get("ci_high"),
+        )
+        for lv in levels
+    ]
+    ttft = [
+        {"label": "TTFT p50", "points": [(lv["concurrency"], lv.get("ttft_p50_ms")) for lv in levels]},
+        {"label": "TTFT p95", "points": [(lv["concurrency"], lv.get("ttft_p95_ms")) for lv in levels]},
+    ]
     refs = _limit_refs(doc, "batching_ttft_p95_ms")[:1]
     return [
-        svg.line_chart(f"{name}: output throughput vs concurrency (median, 95 % CI)",
-                       [{"label": "output tok/s", "points": tput}], "concurrent requests", "tok/s"),
+        svg.line_chart(
+            f"{name}: output throughput vs concurrency (median, 95 % CI)",
+            [{"label": "output tok/s", "points": tput}],
+            "concurrent requests",
+            "tok/s",
+        ),
         svg.line_chart(f"{name}: TTFT vs concurrency", ttft, "concurrent requests", "ms", refs),
     ]

@@ -107,7 +107,11 @@ def _run_checks(doc: dict) -> list[dict]:
     out = []
     for failed in run.get("failed") or []:
         name = failed.get("probe") or "?"
-        how = " (timed out)" if failed.get("timed_out") else (f" (exit status {failed['rc']})" if failed.get("rc") else "")
+        how = (
+            " (timed out)"
+            if failed.get("timed_out")
+            else (f" (exit status {failed['rc']})" if failed.get("rc") else "")
+        )
         tail = (failed.get("stderr_tail") or "").strip()
         reason = f"The {name} probe failed{how}: {failed.get('msg') or 'no message'}."
         if tail:
@@ -115,12 +119,21 @@ def _run_checks(doc: dict) -> list[dict]:
         reason += f" Fix the cause and rerun it alone with --tags {metrics.kind(doc, name)} --limit {doc['host']}."
         out.append(check(f"run.probe.{_slug(name)}", f"Probe {name} completed", "host", "fail", reason, False, True))
     if run.get("over_budget"):
-        out.append(check(
-            "run.budget", f"Level {doc['level']} finished within its time budget", "host", "warn",
-            f"Certifying took {run.get('certify_s')} s, over the {run.get('budget_s')} s budget of level "
-            f"{doc['level']} (the phase table shows where the time went). Raise preflight_level_budget_s for this "
-            "class if that is normal for its model, or find the slow phase.",
-            run.get("certify_s"), None, {"direction": "max", "warn": _num(run.get("budget_s")), "fail": None}, "s"))
+        out.append(
+            check(
+                "run.budget",
+                f"Level {doc['level']} finished within its time budget",
+                "host",
+                "warn",
+                f"Certifying took {run.get('certify_s')} s, over the {run.get('budget_s')} s budget of level "
+                f"{doc['level']} (the phase table shows where the time went). Raise preflight_level_budget_s for this "
+                "class if that is normal for its model, or find the slow phase.",
+                run.get("certify_s"),
+                None,
+                {"direction": "max", "warn": _num(run.get("budget_s")), "fail": None},
+                "s",
+            )
+        )
     return out
 
 
@@ -358,51 +371,92 @@ def _jemalloc_checks(doc: dict) -> list[dict]:
     if result is None:
         return []
     if result.get("enabled") is False:
-        return [check("jemalloc.library", "jemalloc wired in", "tuning", "skip",
-                      "jemalloc_enabled is false: Preflight removed its wiring and leaves the allocator to glibc.")]
+        return [
+            check(
+                "jemalloc.library",
+                "jemalloc wired in",
+                "tuning",
+                "skip",
+                "jemalloc_enabled is false: Preflight removed its wiring and leaves the allocator to glibc.",
+            )
+        ]
     out = []
     library = result.get("library_path")
     if library:
-        out.append(check("jemalloc.library", "jemalloc library installed", "tuning", "pass",
-                         f"jemalloc is at {library}.", library))
+        out.append(
+            check(
+                "jemalloc.library",
+                "jemalloc library installed",
+                "tuning",
+                "pass",
+                f"jemalloc is at {library}.",
+                library,
+            )
+        )
     else:
-        out.append(check(
-            "jemalloc.library", "jemalloc library installed", "tuning", "fail",
-            f"No libjemalloc after the role ran (package {result.get('package') or 'unknown'}): install it "
-            "(libjemalloc2 on Debian/Ubuntu, jemalloc on RHEL) and rerun.", None))
+        out.append(
+            check(
+                "jemalloc.library",
+                "jemalloc library installed",
+                "tuning",
+                "fail",
+                f"No libjemalloc after the role ran (package {result.get('package') or 'unknown'}): install it "
+                "(libjemalloc2 on Debian/Ubuntu, jemalloc on RHEL) and rerun.",
+                None,
+            )
+        )
     if result.get("scope") == "system":
         preload = ((doc["facts"] or {}).get("allocator") or {}).get("ld_so_preload") or []
         preload = preload if isinstance(preload, list) else [preload]
         listed = bool(library) and any(library in str(p) for p in preload)
-        out.append(check(
-            "jemalloc.preload", "jemalloc preloaded for every process", "tuning", "pass" if listed else "fail",
-            f"/etc/ld.so.preload lists {library}." if listed else
-            f"/etc/ld.so.preload does not list {library}: new processes use glibc malloc. Rerun the jemalloc role "
-            "and read its output.",
-            measured=preload, expected=library))
+        out.append(
+            check(
+                "jemalloc.preload",
+                "jemalloc preloaded for every process",
+                "tuning",
+                "pass" if listed else "fail",
+                f"/etc/ld.so.preload lists {library}."
+                if listed
+                else f"/etc/ld.so.preload does not list {library}: new processes use glibc malloc. "
+                "Rerun the jemalloc role and read its output.",
+                measured=preload,
+                expected=library,
+            )
+        )
     dropins = {p.get("path"): p for p in result.get("persistence") or [] if p.get("method") == "systemd_dropin"}
     for svc in result.get("services") or []:
         name = svc.get("unit") or svc["name"]
         path = svc.get("dropin_path")
         state = (dropins.get(path) or {}).get("state")
         present = state in PERSIST_OK
-        out.append(check(
-            f"jemalloc.dropin.{_slug(name)}", f"{name} has the jemalloc drop-in", "tuning",
-            "pass" if present else "fail",
-            f"{path} sets LD_PRELOAD and MALLOC_CONF for {name} ({state})." if present else
-            f"The drop-in for {name} is {state or 'missing'} ({path}): rerun the jemalloc role and read its output.",
-            state, list(PERSIST_OK)))
+        out.append(
+            check(
+                f"jemalloc.dropin.{_slug(name)}",
+                f"{name} has the jemalloc drop-in",
+                "tuning",
+                "pass" if present else "fail",
+                f"{path} sets LD_PRELOAD and MALLOC_CONF for {name} ({state})."
+                if present
+                else f"The drop-in for {name} is {state or 'missing'} ({path}): rerun the jemalloc role and read "
+                "its output.",
+                state,
+                list(PERSIST_OK),
+            )
+        )
         verified = svc.get("verified")
         detail = svc.get("verify_detail") or "no detail"
         if verified is True:
             status, reason = "pass", f"{detail}: {name} runs with jemalloc."
         elif verified is False:
-            status, reason = "fail", (f"{detail}. {name} still runs with glibc malloc: restart it so it picks the "
-                                      "drop-in up, then rerun.")
+            status, reason = (
+                "fail",
+                (f"{detail}. {name} still runs with glibc malloc: restart it so it picks the drop-in up, then rerun."),
+            )
         else:
             status, reason = "skip", f"Not verified: {detail}."
-        out.append(check(f"jemalloc.mapped.{_slug(name)}", f"{name} maps jemalloc", "tuning", status, reason,
-                         verified, True))
+        out.append(
+            check(f"jemalloc.mapped.{_slug(name)}", f"{name} maps jemalloc", "tuning", status, reason, verified, True)
+        )
     return out
 
 
@@ -587,15 +641,30 @@ def _gpu_sibling_checks(doc: dict) -> list[dict]:
         shortfall = max(0.0, 1.0 - g["pinned_gb_per_s"] / sibling) if sibling else 0.0
         status, record = thr.judge(round(shortfall, 4), "gpu_h2d_below_siblings_fraction", doc["thresholds"])
         label = f"GPU {g['gpu_index']}" + (f" ({g['pci_bus_id']})" if g.get("pci_bus_id") else "")
-        reason = (f"{label} copies host-to-device at {g['pinned_gb_per_s']:.3g} GB/s pinned, its siblings' median is "
-                  f"{sibling:.3g} GB/s ({100 * shortfall:.0f} % below)")
+        reason = (
+            f"{label} copies host-to-device at {g['pinned_gb_per_s']:.3g} GB/s pinned, its siblings' median is "
+            f"{sibling:.3g} GB/s ({100 * shortfall:.0f} % below)"
+        )
         if status != "pass":
-            reason += (": check its PCIe link (width and generation under load), the slot and riser, and whether the "
-                       "copy ran from the GPU's own NUMA node.")
+            reason += (
+                ": check its PCIe link (width and generation under load), the slot and riser, and whether the "
+                "copy ran from the GPU's own NUMA node."
+            )
         else:
             reason += "."
-        out.append(check(f"gpu.{g['gpu_index']}.h2d_vs_siblings", f"{label} as fast as its siblings", "gpu",
-                         status, reason, round(shortfall, 4), None, record, ""))
+        out.append(
+            check(
+                f"gpu.{g['gpu_index']}.h2d_vs_siblings",
+                f"{label} as fast as its siblings",
+                "gpu",
+                status,
+                reason,
+                round(shortfall, 4),
+                None,
+                record,
+                "",
+            )
+        )
     return out
 
 
@@ -637,18 +706,31 @@ def _probe_checks(doc: dict) -> list[dict]:
             reason += f"; {thr.describe(record, unit)}."
             if status != "pass":
                 reason += " " + figure["advice"]
-        out.append(check(f"probe.{figure['metric']}", figure["title"], "probe", status, reason, value, None, record,
-                         unit))
+        out.append(
+            check(f"probe.{figure['metric']}", figure["title"], "probe", status, reason, value, None, record, unit)
+        )
         spread = _spread(figure)
         if figure["spread_check"] and spread is not None:
             s_status, s_record = thr.judge(spread, "spread_iqr_fraction", th)
-            out.append(check(
-                f"probe.{figure['metric']}.spread", f"{figure['title']}: repeatable", "probe", s_status,
-                f"The middle half of the {figure['n']} samples spans {100 * spread:.1f} % of the median; "
-                + (thr.describe(s_record, "") + "." if s_status == "pass" else
-                   "differences smaller than that are noise. Look for other load on the node, CPU frequency "
-                   "scaling, or THP compaction stalls."),
-                round(spread, 4), None, s_record, ""))
+            out.append(
+                check(
+                    f"probe.{figure['metric']}.spread",
+                    f"{figure['title']}: repeatable",
+                    "probe",
+                    s_status,
+                    f"The middle half of the {figure['n']} samples spans {100 * spread:.1f} % of the median; "
+                    + (
+                        thr.describe(s_record, "") + "."
+                        if s_status == "pass"
+                        else "differences smaller than that are noise. Look for other load on the node, CPU frequency "
+                        "scaling, or THP compaction stalls."
+                    ),
+                    round(spread, 4),
+                    None,
+                    s_record,
+                    "",
+                )
+            )
     out += _gpu_sibling_checks(doc)
     for probe, envelope in sorted(doc["probes"].items()):
         for verdict in envelope.get("verdicts") or []:

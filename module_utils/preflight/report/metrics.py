@@ -18,8 +18,21 @@ NAME_KEYS = ("allocator", "api", "concurrency", "max_model_len", "gpu_index", "i
 SKIP_KEYS = ("raw", "runs", "priming_runs", "samples", "server", "startup_log")
 
 # Words in a figure's name or unit that mean "more is better".
-_HIGHER_IS_BETTER = ("throughput", "gbps", "gb_per_s", "gb/s", "per_s", "tok/s", "tokens/s", "req/s", "concurrency",
-                     "speedup", "bandwidth", "_vs_", "ratio")
+_HIGHER_IS_BETTER = (
+    "throughput",
+    "gbps",
+    "gb_per_s",
+    "gb/s",
+    "per_s",
+    "tok/s",
+    "tokens/s",
+    "req/s",
+    "concurrency",
+    "speedup",
+    "bandwidth",
+    "_vs_",
+    "ratio",
+)
 
 ADVICE = {
     "load_cold_s": "Slow storage or a slow page-cache fill: compare the weights' GB/s with the disk's read GB/s "
@@ -72,24 +85,48 @@ def kind(doc: dict, name: str) -> str:
 
 
 def _summary_record(**kw) -> dict:
-    base = {"value": None, "unit": None, "n": None, "cv": None, "iqr": None, "p5": None, "p95": None,
-            "ci_low": None, "ci_high": None, "samples": [], "spread_warning": None}
+    base = {
+        "value": None,
+        "unit": None,
+        "n": None,
+        "cv": None,
+        "iqr": None,
+        "p5": None,
+        "p95": None,
+        "ci_low": None,
+        "ci_high": None,
+        "samples": [],
+        "spread_warning": None,
+    }
     base.update(kw)
     return base
 
 
 def _from_summary(node: dict) -> dict:
     return _summary_record(
-        value=node.get("median"), unit=node.get("unit"), n=node.get("n"), cv=node.get("cv"), iqr=node.get("iqr"),
-        p5=node.get("p5"), p95=node.get("p95"), ci_low=node.get("ci_low"), ci_high=node.get("ci_high"),
-        samples=node.get("samples") or [], spread_warning=node.get("spread_warning"),
+        value=node.get("median"),
+        unit=node.get("unit"),
+        n=node.get("n"),
+        cv=node.get("cv"),
+        iqr=node.get("iqr"),
+        p5=node.get("p5"),
+        p95=node.get("p95"),
+        ci_low=node.get("ci_low"),
+        ci_high=node.get("ci_high"),
+        samples=node.get("samples") or [],
+        spread_warning=node.get("spread_warning"),
     )
 
 
 def _from_ratio(node: dict) -> dict:
     n = node.get("n")
-    return _summary_record(value=node.get("median_ratio"), unit="ratio", n=min(n) if isinstance(n, list) else n,
-                           ci_low=node.get("ci_low"), ci_high=node.get("ci_high"))
+    return _summary_record(
+        value=node.get("median_ratio"),
+        unit="ratio",
+        n=min(n) if isinstance(n, list) else n,
+        ci_low=node.get("ci_low"),
+        ci_high=node.get("ci_high"),
+    )
 
 
 def _label(name: str, path: tuple) -> str:
@@ -105,15 +142,17 @@ def figures(doc: dict) -> list[dict]:
                 continue
             record = _from_summary(node) if what == "summary" else _from_ratio(node)
             metric = ".".join((name,) + path)
-            out.append({
-                "probe": name,
-                "kind": kind(doc, name),
-                "path": list(path),
-                "metric": metric,
-                "label": _label(name, path),
-                "higher_is_better": higher_is_better(metric, record["unit"]),
-                **record,
-            })
+            out.append(
+                {
+                    "probe": name,
+                    "kind": kind(doc, name),
+                    "path": list(path),
+                    "metric": metric,
+                    "label": _label(name, path),
+                    "higher_is_better": higher_is_better(metric, record["unit"]),
+                    **record,
+                }
+            )
     return out
 
 
@@ -123,8 +162,15 @@ def comparisons(doc: dict) -> list[dict]:
     for name in sorted(doc.get("probes") or {}):
         for path, what, node in walk((doc["probes"][name].get("results")) or {}):
             if what == "comparison":
-                out.append({"probe": name, "kind": kind(doc, name), "path": list(path),
-                            "metric": ".".join((name,) + path), **node})
+                out.append(
+                    {
+                        "probe": name,
+                        "kind": kind(doc, name),
+                        "path": list(path),
+                        "metric": ".".join((name,) + path),
+                        **node,
+                    }
+                )
     return out
 
 
@@ -156,14 +202,27 @@ def _summary_at(results, *path) -> dict | None:
 def _load(results: dict) -> list[tuple]:
     ratio = _get(results, "achieved_vs_limit", "cold_from_pretrained_vs_disk_read")
     return [
-        ("load.cold_total_s", "load_cold_s", "Cold model load (process start to model loaded)",
-         _summary_at(results, "cold", "phases", "total_s"), results.get("cold_not_measured")),
-        ("load.warm_total_s", "load_warm_s", "Warm model load (process start to model loaded)",
-         _summary_at(results, "warm", "phases", "total_s"), None),
-        ("load.weights_fraction_of_disk", "load_weights_fraction_of_disk",
-         "Cold weights read speed against the disk's",
-         _from_ratio(ratio) if isinstance(ratio, dict) else None,
-         _get(results, "limits", "disk_read_not_measured")),
+        (
+            "load.cold_total_s",
+            "load_cold_s",
+            "Cold model load (process start to model loaded)",
+            _summary_at(results, "cold", "phases", "total_s"),
+            results.get("cold_not_measured"),
+        ),
+        (
+            "load.warm_total_s",
+            "load_warm_s",
+            "Warm model load (process start to model loaded)",
+            _summary_at(results, "warm", "phases", "total_s"),
+            None,
+        ),
+        (
+            "load.weights_fraction_of_disk",
+            "load_weights_fraction_of_disk",
+            "Cold weights read speed against the disk's",
+            _from_ratio(ratio) if isinstance(ratio, dict) else None,
+            _get(results, "limits", "disk_read_not_measured"),
+        ),
     ]
 
 
@@ -171,12 +230,22 @@ def _ttft(results: dict) -> list[tuple]:
     warm = results.get("warm") or {}
     api = next(iter(warm), None)
     return [
-        ("ttft.cold_ms", "ttft_cold_ms", "Time to first token of the first request",
-         _scalar(_get(results, "cold_start", "first_request_ttft_ms"), "ms"),
-         None if _get(results, "cold_start", "cold_is_first_request_since_start") is not False else
-         "the server had served requests before"),
-        ("ttft.warm_ms", "ttft_warm_ms", f"Warm time to first token ({api or 'no API'})",
-         _summary_at(warm, api, "ttft_ms") if api else None, results.get("start_failure") and "vLLM did not start"),
+        (
+            "ttft.cold_ms",
+            "ttft_cold_ms",
+            "Time to first token of the first request",
+            _scalar(_get(results, "cold_start", "first_request_ttft_ms"), "ms"),
+            None
+            if _get(results, "cold_start", "cold_is_first_request_since_start") is not False
+            else "the server had served requests before",
+        ),
+        (
+            "ttft.warm_ms",
+            "ttft_warm_ms",
+            f"Warm time to first token ({api or 'no API'})",
+            _summary_at(warm, api, "ttft_ms") if api else None,
+            results.get("start_failure") and "vLLM did not start",
+        ),
     ]
 
 
@@ -189,9 +258,15 @@ def _kv(results: dict) -> list[tuple]:
     for c in kv_configs(results):
         budget = c.get("budget")
         why = None if c.get("fits") else (c.get("error") or c.get("failure_kind") or "the server did not start")
-        out.append((f"kv.max_concurrency.{c.get('max_model_len')}.{budget}", "kv_max_concurrency",
-                    f"KV max concurrency at max-model-len {c.get('max_model_len')} (budget {budget})",
-                    _scalar(c.get("max_concurrency"), "x"), why))
+        out.append(
+            (
+                f"kv.max_concurrency.{c.get('max_model_len')}.{budget}",
+                "kv_max_concurrency",
+                f"KV max concurrency at max-model-len {c.get('max_model_len')} (budget {budget})",
+                _scalar(c.get("max_concurrency"), "x"),
+                why,
+            )
+        )
     return out
 
 
@@ -201,11 +276,20 @@ def _batching(results: dict) -> list[tuple]:
     c = top.get("concurrency")
     ttft = top.get("ttft_ms") or {}
     return [
-        ("batching.speedup", "batching_speedup", f"Throughput speed-up at concurrency {c} over sequential",
-         _scalar(top.get("speedup_vs_sequential"), "x", (top.get("output_tok_per_s") or {}).get("n") or 1),
-         None if levels else "no concurrency level completed"),
-        ("batching.ttft_p95_ms", "batching_ttft_p95_ms", f"TTFT p95 at concurrency {c}",
-         _scalar(top.get("ttft_p95_ms"), "ms", ttft.get("n") or 1), None if levels else "no level completed"),
+        (
+            "batching.speedup",
+            "batching_speedup",
+            f"Throughput speed-up at concurrency {c} over sequential",
+            _scalar(top.get("speedup_vs_sequential"), "x", (top.get("output_tok_per_s") or {}).get("n") or 1),
+            None if levels else "no concurrency level completed",
+        ),
+        (
+            "batching.ttft_p95_ms",
+            "batching_ttft_p95_ms",
+            f"TTFT p95 at concurrency {c}",
+            _scalar(top.get("ttft_p95_ms"), "ms", ttft.get("n") or 1),
+            None if levels else "no level completed",
+        ),
     ]
 
 
@@ -221,18 +305,22 @@ def headline(doc: dict) -> list[dict]:
             continue
         for metric, threshold, title, record, missing in extract(envelope.get("results") or {}):
             record = record or _summary_record()
-            out.append({
-                "probe": probe,
-                "metric": metric,
-                "threshold": threshold,
-                "title": title,
-                "label": title,
-                "advice": ADVICE.get(threshold, ""),
-                "higher_is_better": higher_is_better(metric, record["unit"]),
-                "spread_check": record["value"] is not None and (record["n"] or 0) >= 3 and record["cv"] is not None,
-                "missing": None if record["value"] is not None else (missing or "the probe gave no figure"),
-                **record,
-            })
+            out.append(
+                {
+                    "probe": probe,
+                    "metric": metric,
+                    "threshold": threshold,
+                    "title": title,
+                    "label": title,
+                    "advice": ADVICE.get(threshold, ""),
+                    "higher_is_better": higher_is_better(metric, record["unit"]),
+                    "spread_check": record["value"] is not None
+                    and (record["n"] or 0) >= 3
+                    and record["cv"] is not None,
+                    "missing": None if record["value"] is not None else (missing or "the probe gave no figure"),
+                    **record,
+                }
+            )
     return out
 
 
@@ -259,11 +347,13 @@ def h2d(doc: dict) -> list[dict]:
     out = []
     for g in _get(results, "limits", "h2d") or []:
         if isinstance(g, dict) and g.get("gpu_index") is not None:
-            out.append({
-                "gpu_index": g["gpu_index"],
-                "name": g.get("name"),
-                "pci_bus_id": g.get("pci_bus_id"),
-                "pinned_gb_per_s": (g.get("pinned_gb_per_s") or {}).get("median"),
-                "pageable_gb_per_s": (g.get("pageable_gb_per_s") or {}).get("median"),
-            })
+            out.append(
+                {
+                    "gpu_index": g["gpu_index"],
+                    "name": g.get("name"),
+                    "pci_bus_id": g.get("pci_bus_id"),
+                    "pinned_gb_per_s": (g.get("pinned_gb_per_s") or {}).get("median"),
+                    "pageable_gb_per_s": (g.get("pageable_gb_per_s") or {}).get("median"),
+                }
+            )
     return out

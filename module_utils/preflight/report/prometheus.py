@@ -95,8 +95,9 @@ def textfile(docs: list[dict], run_id: str, run_timestamp: float) -> str:
                 fam["preflight_hugepages_total"].add(pool.get("total"), host=host, size=size)
             fam["preflight_gpus"].add(len(facts.get("gpus") or []), host=host)
         for f in metrics.headline(doc):
-            fam["preflight_probe_value"].add(f["value"], host=host, probe=f["probe"], metric=f["metric"],
-                                             unit=f["unit"])
+            fam["preflight_probe_value"].add(
+                f["value"], host=host, probe=f["probe"], metric=f["metric"], unit=f["unit"]
+            )
         for f in metrics.figures(doc):
             fam["preflight_probe_median"].add(
                 f["value"], host=host, probe=f["probe"], metric=f["metric"], unit=f["unit"]

@@ -56,20 +56,25 @@ def _thp_always_with_spread(doc: dict) -> list[dict]:
     if limit is None:
         return []
     noisy = [
-        f for f in metrics.figures(doc)
-        if f["kind"] in LATENCY_PROBES and f["unit"] in ("ms", "s") and (f["n"] or 0) >= 3
-        and (_spread(f) or 0) > limit
+        f
+        for f in metrics.figures(doc)
+        if f["kind"] in LATENCY_PROBES and f["unit"] in ("ms", "s") and (f["n"] or 0) >= 3 and (_spread(f) or 0) > limit
     ]
     if not noisy:
         return []
-    return [_rec(
-        "thp.madvise_for_latency_spread", "thp_enabled", "madvise", "always",
-        f"THP is 'always' and latency spreads by more than {100 * limit:g} % of its median between repeats. With "
-        "'madvise' only the processes that ask (vLLM, torch) get huge pages and the rest of the node stops paying "
-        "for compaction. Set it for this host's class (group_vars/<class>.yml), rerun, and compare the spread.",
-        [_ev("THP enabled (live)", "always")]
-        + [_ev(f"{f['label']}: IQR / median (n={f['n']})", round(_spread(f), 4)) for f in noisy[:5]],
-    )]
+    return [
+        _rec(
+            "thp.madvise_for_latency_spread",
+            "thp_enabled",
+            "madvise",
+            "always",
+            f"THP is 'always' and latency spreads by more than {100 * limit:g} % of its median between repeats. With "
+            "'madvise' only the processes that ask (vLLM, torch) get huge pages and the rest of the node stops paying "
+            "for compaction. Set it for this host's class (group_vars/<class>.yml), rerun, and compare the spread.",
+            [_ev("THP enabled (live)", "always")]
+            + [_ev(f"{f['label']}: IQR / median (n={f['n']})", round(_spread(f), 4)) for f in noisy[:5]],
+        )
+    ]
 
 
 def _decided(comparison: dict) -> str | None:
@@ -106,28 +111,43 @@ def _thp_policy_ab(doc: dict) -> list[dict]:
     if desired not in arms:
         return []
     base = arms[desired]
-    better = [(arm["median"], mode) for mode, arm in arms.items()
-              if mode != desired and arm["ci_high"] < base["ci_low"]]
+    better = [
+        (arm["median"], mode) for mode, arm in arms.items() if mode != desired and arm["ci_high"] < base["ci_low"]
+    ]
     if not better:
         return []
     _, winner = min(better)
     arm = arms[winner]
     gain = 100.0 * (base["median"] - arm["median"]) / base["median"] if base["median"] else None
-    return [_rec(
-        f"thp.policy_ab.{winner}", "thp_enabled", winner, desired,
-        f"In the THP A/B on {doc['host']}, warm weight loading under '{winner}' was faster than under '{desired}' "
-        "beyond noise (their 95 % intervals do not overlap). Set thp_enabled for this host's class if its other "
-        "hosts agree, rerun, and check the next report.",
-        [_ev(f"warm load_s under THP {winner}: median (95 % CI)",
-             f"{arm['median']:.4g} ({arm['ci_low']:.4g}-{arm['ci_high']:.4g})", "s"),
-         _ev(f"warm load_s under THP {desired}: median (95 % CI)",
-             f"{base['median']:.4g} ({base['ci_low']:.4g}-{base['ci_high']:.4g})", "s")]
-        + ([_ev(f"time saved by {winner}", round(gain, 1), "%")] if gain is not None else []),
-    )]
+    return [
+        _rec(
+            f"thp.policy_ab.{winner}",
+            "thp_enabled",
+            winner,
+            desired,
+            f"In the THP A/B on {doc['host']}, warm weight loading under '{winner}' was faster than under '{desired}' "
+            "beyond noise (their 95 % intervals do not overlap). Set thp_enabled for this host's class if its other "
+            "hosts agree, rerun, and check the next report.",
+            [
+                _ev(
+                    f"warm load_s under THP {winner}: median (95 % CI)",
+                    f"{arm['median']:.4g} ({arm['ci_low']:.4g}-{arm['ci_high']:.4g})",
+                    "s",
+                ),
+                _ev(
+                    f"warm load_s under THP {desired}: median (95 % CI)",
+                    f"{base['median']:.4g} ({base['ci_low']:.4g}-{base['ci_high']:.4g})",
+                    "s",
+                ),
+            ]
+            + ([_ev(f"time saved by {winner}", round(gain, 1), "%")] if gain is not None else []),
+        )
+    ]
 
 
 def _allocator_ab(doc: dict) -> list[dict]:
     result = doc["settings"].get("jemalloc")
+    wanted = (doc["desired"].get("jemalloc") or {}).get("enabled")
     jemalloc_on = bool(result) and result.get("enabled", True) is not False
     out = []
     for c in metrics.comparisons(doc):
@@ -135,20 +155,30 @@ def _allocator_ab(doc: dict) -> list[dict]:
         if c["kind"] != "generate" or names != set(ALLOCATORS) or c["path"][-1] != "steady_state_s":
             continue  # first-call time and RSS are shown, but steady-state latency decides
         winner = _decided(c)
-        if winner == "jemalloc" and not jemalloc_on:
-            out.append(_rec(
-                "allocator.enable_jemalloc", JEMALLOC_SWITCH, True, False,
-                "jemalloc served steady-state generate() faster than glibc malloc beyond noise in the allocator "
-                "A/B: preload it for the inference service with the jemalloc role.",
-                _comparison_evidence(c),
-            ))
+        if winner == "jemalloc" and not jemalloc_on and wanted is not True:  # True: the role just did not run
+            out.append(
+                _rec(
+                    "allocator.enable_jemalloc",
+                    JEMALLOC_SWITCH,
+                    True,
+                    False,
+                    "jemalloc served steady-state generate() faster than glibc malloc beyond noise in the allocator "
+                    "A/B: preload it for the inference service with the jemalloc role.",
+                    _comparison_evidence(c),
+                )
+            )
         elif winner == "glibc" and jemalloc_on:
-            out.append(_rec(
-                "allocator.disable_jemalloc", JEMALLOC_SWITCH, False, True,
-                "glibc malloc served steady-state generate() faster than jemalloc beyond noise in the allocator A/B, "
-                "yet jemalloc is preloaded: drop it for this class.",
-                _comparison_evidence(c),
-            ))
+            out.append(
+                _rec(
+                    "allocator.disable_jemalloc",
+                    JEMALLOC_SWITCH,
+                    False,
+                    True,
+                    "glibc malloc served steady-state generate() faster than jemalloc beyond noise in the "
+                    "allocator A/B, yet jemalloc is preloaded: drop it for this class.",
+                    _comparison_evidence(c),
+                )
+            )
     return out
 
 
@@ -164,14 +194,19 @@ def _persist_methods_unavailable(doc: dict) -> list[dict]:
     keep = [m for m in current if m not in {e["method"] for e in missing}]
     if not keep:
         return []
-    return [_rec(
-        "thp.persist_only_available", "thp_persist", keep, current,
-        f"{', '.join(e['method'] for e in missing)} cannot persist THP on {doc['host']} "
-        f"({'; '.join(e.get('detail') or 'unavailable' for e in missing)}); {', '.join(working)} already does. "
-        f"Set thp_persist: {keep} in host_vars/{doc['host']}.yml so the report stops warning, or give the node the "
-        "missing piece (for kernel_cmdline: a GRUB config).",
-        [_ev(f"{e['method']} persistence", e["state"]) for e in entries],
-    )]
+    return [
+        _rec(
+            "thp.persist_only_available",
+            "thp_persist",
+            keep,
+            current,
+            f"{', '.join(e['method'] for e in missing)} cannot persist THP on {doc['host']} "
+            f"({'; '.join(e.get('detail') or 'unavailable' for e in missing)}); {', '.join(working)} already does. "
+            f"Set thp_persist: {keep} in host_vars/{doc['host']}.yml so the report stops warning, or give the node the "
+            "missing piece (for kernel_cmdline: a GRUB config).",
+            [_ev(f"{e['method']} persistence", e["state"]) for e in entries],
+        )
+    ]
 
 
 def _hugepages_shortfall(doc: dict) -> list[dict]:
@@ -180,13 +215,18 @@ def _hugepages_shortfall(doc: dict) -> list[dict]:
     asked_total = (doc["desired"].get("hugepages") or {}).get("count")
     if not shortfall or asked_total is None or shortfall.get("got") is None:
         return []  # a per-node request has no single number to suggest
-    return [_rec(
-        "hugepages.match_what_the_kernel_gives", "hugepages_count", shortfall["got"], shortfall.get("asked"),
-        f"The kernel reserved {shortfall['got']} of {shortfall.get('asked')} pages at run time "
-        f"({shortfall.get('why') or 'fragmented memory'}). Either reserve them at boot (the persisted setting, then "
-        f"reboot) or ask for {shortfall['got']} so the pool matches what this node can give.",
-        [_ev("hugepages asked", shortfall.get("asked")), _ev("hugepages reserved", shortfall["got"])],
-    )]
+    return [
+        _rec(
+            "hugepages.match_what_the_kernel_gives",
+            "hugepages_count",
+            shortfall["got"],
+            shortfall.get("asked"),
+            f"The kernel reserved {shortfall['got']} of {shortfall.get('asked')} pages at run time "
+            f"({shortfall.get('why') or 'fragmented memory'}). Either reserve them at boot (the persisted setting, "
+            f"then reboot) or ask for {shortfall['got']} so the pool matches what this node can give.",
+            [_ev("hugepages asked", shortfall.get("asked")), _ev("hugepages reserved", shortfall["got"])],
+        )
+    ]
 
 
 def _kv_concurrency(doc: dict) -> list[dict]:
@@ -204,14 +244,23 @@ def _kv_concurrency(doc: dict) -> list[dict]:
         fitting = int(tokens // target) // block * block
         if fitting <= 0 or fitting >= chosen:
             continue
-        out.append(_rec(
-            f"kv.lower_max_model_len.{chosen}", KV_LENGTH_VARIABLE, fitting, chosen,
-            f"At max-model-len {chosen} the KV cache ({tokens} tokens, budget {config.get('budget')}) holds "
-            f"{concurrency:g} full-length requests at once, below the target of {target:g} "
-            f"(preflight_thresholds.kv_max_concurrency.warn). {fitting} tokens per request lets {target:g} fit in "
-            "the same cache; or keep the length and give the KV cache more memory.",
-            [_ev("KV cache size", tokens, "tokens"), _ev(f"max concurrency at {chosen}", concurrency, "x"),
-             _ev("target concurrency", target, "x"), _ev("block size", block, "tokens")],
-        ))
+        out.append(
+            _rec(
+                f"kv.lower_max_model_len.{chosen}",
+                KV_LENGTH_VARIABLE,
+                fitting,
+                chosen,
+                f"At max-model-len {chosen} the KV cache ({tokens} tokens, budget {config.get('budget')}) holds "
+                f"{concurrency:g} full-length requests at once, below the target of {target:g} "
+                f"(preflight_thresholds.kv_max_concurrency.warn). {fitting} tokens per request lets {target:g} fit in "
+                "the same cache; or keep the length and give the KV cache more memory.",
+                [
+                    _ev("KV cache size", tokens, "tokens"),
+                    _ev(f"max concurrency at {chosen}", concurrency, "x"),
+                    _ev("target concurrency", target, "x"),
+                    _ev("block size", block, "tokens"),
+                ],
+            )
+        )
         break
     return out

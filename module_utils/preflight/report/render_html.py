@@ -370,11 +370,13 @@ def fleet_page(summary: dict) -> str:
         )
     else:
         body.append('<p class="notrun">None (a class needs 3 hosts with the same figure to compare).</p>')
-    recs = [(r["host"], x) for r in summary["hosts"] for x in r["recommendations"]]
+    recs = md.grouped_recommendations(summary)
     if recs:
         body.append(
             "<h2>Recommendations</h2><ul>"
-            + "".join(f"<li><b>{escape(h)}</b> {escape(md.recommendation_line(x))}</li>" for h, x in recs)
+            + "".join(
+                f"<li><b>{escape(', '.join(hosts))}</b> {escape(md.recommendation_line(x))}</li>" for hosts, x in recs
+            )
             + "</ul>"
         )
     regs = [(r["host"], x) for r in summary["hosts"] for x in r["regressions"]]

@@ -175,8 +175,10 @@ def run_section(doc: dict) -> list[str]:
         out.append(f"- Skipped: {skipped.get('probe')}: {skipped.get('reason')}")
     out.append("")
     if run.get("phases"):
-        out += table(["phase", "seconds", "status"],
-                     [[p.get("name"), p.get("duration_s"), p.get("status")] for p in run["phases"]])
+        out += table(
+            ["phase", "seconds", "status"],
+            [[p.get("name"), p.get("duration_s"), p.get("status")] for p in run["phases"]],
+        )
     return out
 
 
@@ -289,6 +291,16 @@ def _kib(value):
     return f"{value / 1048576:.1f} GiB"
 
 
+def grouped_recommendations(summary: dict) -> list[tuple[list[str], dict]]:
+    """The same change recommended on several hosts is one line naming them all (the first host's evidence)."""
+    groups: dict[tuple, tuple[list[str], dict]] = {}
+    for row in summary["hosts"]:
+        for rec in row["recommendations"]:
+            key = (rec["id"], rec["variable"], json.dumps(rec["value"], sort_keys=True))
+            groups.setdefault(key, ([], rec))[0].append(row["host"])
+    return list(groups.values())
+
+
 def summary_report(summary: dict) -> str:
     t = summary["totals"]
     lines = [
@@ -358,10 +370,10 @@ def summary_report(summary: dict) -> str:
     if outliers:
         lines += ["## Outliers against the fleet", ""]
         lines += [f"- **{h}** {fleet.describe_outlier(o)}" for h, o in outliers] + [""]
-    recs = [(r["host"], x) for r in summary["hosts"] for x in r["recommendations"]]
+    recs = grouped_recommendations(summary)
     if recs:
         lines += ["## Recommendations", ""]
-        lines += [f"- **{h}** {recommendation_line(x)}" for h, x in recs] + [""]
+        lines += [f"- **{', '.join(hosts)}** {recommendation_line(x)}" for hosts, x in recs] + [""]
     regs = [(r["host"], x) for r in summary["hosts"] for x in r["regressions"]]
     if regs:
         lines += ["## Regressions since the previous run", ""]

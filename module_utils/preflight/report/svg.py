@@ -10,6 +10,7 @@ from html import escape
 
 PALETTE = ["#3366cc", "#dc7633", "#2e8b57", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#b7950b"]
 FONT = 'font-family="system-ui,sans-serif" font-size="12"'
+OFF_SCALE = 4.0
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -41,11 +42,15 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> str:
 def bar_chart(title: str, bars: list[dict], unit: str | None, refs: list[dict] | None = None) -> str:
     """Horizontal bars: {label, value, low?, high?, color?}; refs: [{value, label}] drawn as dashed limits."""
     refs = [r for r in (refs or []) if r.get("value") is not None]
+    data_max = max([b.get("high") or b.get("value") or 0 for b in bars] + [0])
+    # A limit far beyond the data would squash every bar: name it under the chart instead of drawing it.
+    off_scale = [r for r in refs if data_max and r["value"] > OFF_SCALE * data_max]
+    refs = [r for r in refs if r not in off_scale]
     label_w, plot_w, row_h = 230, 380, 24
     top = 28 + 13 * len(refs)  # one line of label per limit, under the title
-    height = top + row_h * len(bars) + 34
+    height = top + row_h * len(bars) + 34 + (14 if off_scale else 0)
     width = label_w + plot_w + 90
-    highs = [b.get("high") or b.get("value") or 0 for b in bars] + [r["value"] for r in refs]
+    highs = [data_max] + [r["value"] for r in refs]
     ticks = nice_ticks(0, max(highs + [0]) or 1.0)
     vmax = ticks[-1]
 
@@ -92,9 +97,10 @@ def bar_chart(title: str, bars: list[dict], unit: str | None, refs: list[dict] |
         )
         # Right of its line, or left of it in the right part of the plot, so no label runs off the edge.
         anchor, lx = ("end", rx - 4) if rx > label_w + plot_w * 0.55 else ("start", rx + 4)
-        body.append(
-            f'<text x="{lx:.1f}" y="{ly}" fill="#c0392b" text-anchor="{anchor}">{escape(ref["label"])}</text>'
-        )
+        body.append(f'<text x="{lx:.1f}" y="{ly}" fill="#c0392b" text-anchor="{anchor}">{escape(ref["label"])}</text>')
+    if off_scale:
+        names = ", ".join(f"{r['label']} {escape(unit or '')}".strip() for r in off_scale)
+        body.append(f'<text x="4" y="{height - 4}" fill="#c0392b">off scale: {escape(names)}</text>')
     return _svg(width, height, title, body)
 
 
@@ -161,7 +167,12 @@ def line_chart(title: str, series: list[dict], x_label: str, unit: str | None, r
     if not pts:
         return _svg(width, 60, title, ['<text x="4" y="40" fill="#999" font-style="italic">not measured</text>'])
     xs = [p[0] for p in pts]
-    ys = [p[3] if len(p) > 3 and p[3] is not None else p[1] for p in pts] + [r["value"] for r in refs]
+    ys = [p[3] if len(p) > 3 and p[3] is not None else p[1] for p in pts]
+    off_scale = [r for r in refs if max(ys) and r["value"] > OFF_SCALE * max(ys)]
+    refs = [r for r in refs if r not in off_scale]
+    ys += [r["value"] for r in refs]
+    if off_scale:
+        height += 14
     xt = nice_ticks(min(xs + [0]), max(xs))
     yt = nice_ticks(0, max(ys) or 1)
 
@@ -190,9 +201,7 @@ def line_chart(title: str, series: list[dict], x_label: str, unit: str | None, r
             f'<line x1="{left}" y1="{py(r["value"]):.1f}" x2="{left + plot_w}" y2="{py(r["value"]):.1f}" '
             f'stroke="#c0392b" stroke-dasharray="5,3"/>'
         )
-        body.append(
-            f'<text x="{left + plot_w + 4}" y="{py(r["value"]) + 4:.1f}" fill="#c0392b">{escape(r["label"])}</text>'
-        )
+        body.append(f'<text x="{left + 4}" y="{py(r["value"]) - 4:.1f}" fill="#c0392b">{escape(r["label"])}</text>')
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         good = sorted((p for p in s["points"] if p[1] is not None), key=lambda p: p[0])
@@ -211,4 +220,7 @@ def line_chart(title: str, series: list[dict], x_label: str, unit: str | None, r
             )
         body.append(f'<rect x="{left + plot_w + 10}" y="{top + 16 * i}" width="10" height="10" fill="{color}"/>')
         body.append(f'<text x="{left + plot_w + 24}" y="{top + 9 + 16 * i}">{escape(s["label"])}</text>')
+    if off_scale:
+        names = ", ".join(f"{r['label']} {unit or ''}".strip() for r in off_scale)
+        body.append(f'<text x="4" y="{height - 4}" fill="#c0392b">off scale: {escape(names)}</text>')
     return _svg(width, height, title, body)
