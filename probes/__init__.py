@@ -2,4 +2,4 @@
 or under Ansible (library/slm_probe.py). Importing the package stays cheap: no torch, no transformers.
 """
 
-PROBES = ("model", "load", "generate", "server", "ttft", "kv", "batching")
+PROBES = ("model", "load", "generate", "server", "ttft", "kv", "batching", "ab")

@@ -307,17 +307,16 @@ class VllmServer:
     def __init__(self, spec: ServerSpec, api_key: str | None = None):
         self.spec = spec
         self.port: int | None = None
-        self.api_key = api_key or secrets.token_urlsafe(18)
+        # token_urlsafe may begin with '-' (1 in 64), which vLLM's argparse takes for an option: prefix it.
+        self.api_key = api_key or "pf-" + secrets.token_urlsafe(18)
         self.proc: subprocess.Popen | None = None
         self.pgid: int | None = None
-        self.log_path = spec.log_path or Path(
-            tempfile.mkstemp(prefix=f"preflight-vllm-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".log")[1]
-        )
+        self.log_path = spec.log_path or _new_log_path()
         self.timeline: StartTimeline | None = None
         self.memory: list[MemorySnapshot] = []
         self.model_id: str | None = None
         self.stop_report: StopReport | None = None
-        self.known_pids: set[int] = set()
+        self.known_pids: dict[int, int] = {}  # every server pid seen -> its start time (pids get reused)
         self._t0: float | None = None
         self._reader: threading.Thread | None = None
         self._stopping = False
@@ -333,14 +332,19 @@ class VllmServer:
         return {"Authorization": f"Bearer {self.api_key}"}
 
     def pids(self) -> list[int]:
+        """The server's live processes: its group, its descendants, and any seen before that still run."""
         if self.pgid is None:
             return []
         pids = set(group_members(self.pgid))
         if self.proc is not None:
             pids |= set(descendants(self.proc.pid))
-            if _stat(self.proc.pid):
+            if _alive(self.proc.pid):
                 pids.add(self.proc.pid)
-        self.known_pids |= pids
+        for pid in pids:
+            st = _stat(pid)
+            if st:
+                self.known_pids.setdefault(pid, st[3])
+        pids |= {pid for pid, start in self.known_pids.items() if _alive(pid, start)}
         return sorted(pids)
 
     def log_text(self) -> str:
@@ -468,7 +472,8 @@ class VllmServer:
             return self.stop_report
         self._stopping = True
         pgid = self.pgid
-        tracked = set(self.pids())
+        self.pids()  # refresh known_pids
+        tracked = dict(self.known_pids)  # pid -> start time: only these very processes are signalled
         t = time.monotonic()
         sent = None
         if self.proc.poll() is None or group_members(pgid):
@@ -476,12 +481,12 @@ class VllmServer:
             self._signal_all(pgid, tracked, signal.SIGTERM)
             if not self._wait_gone(pgid, tracked, self.spec.stop_timeout_s):
                 sent = "SIGKILL"
-                self._signal_all(pgid, tracked | set(group_members(pgid)), signal.SIGKILL)
+                self._signal_all(pgid, tracked, signal.SIGKILL)
                 self._wait_gone(pgid, tracked, 10.0)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self._join_reader(5)
-        survivors = sorted(set(group_members(pgid)) | {p for p in tracked if _alive(p)})
+        survivors = sorted(set(group_members(pgid)) | {p for p, start in tracked.items() if _alive(p, start)})
         self.stop_report = StopReport(
             signal_sent=sent,
             stop_s=round(time.monotonic() - t, 3),
@@ -492,19 +497,20 @@ class VllmServer:
         return self.stop_report
 
     @staticmethod
-    def _signal_all(pgid: int, pids: set[int], sig: int) -> None:
+    def _signal_all(pgid: int, tracked: dict[int, int], sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        for pid in pids:  # a child that left the group (setsid) is still ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+        for pid, start in tracked.items():  # a child that left the group (setsid) is still ours
+            if _alive(pid, start):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
-    def _wait_gone(self, pgid: int, tracked: set[int], timeout: float) -> bool:
+    def _wait_gone(self, pgid: int, tracked: dict[int, int], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None:
                 self.proc.poll()  # reap the leader so it does not linger as a zombie
-            if not group_members(pgid) and not any(_alive(p) for p in tracked):
+            if not group_members(pgid) and not any(_alive(p, start) for p, start in tracked.items()):
                 return True
             time.sleep(0.1)
         return False
@@ -538,9 +544,16 @@ def interrupted_text(exc: BaseException) -> str:
     return "interrupted by Ctrl-C (SIGINT): stopped the server and gave up the measurement"
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, start_time: int | None = None) -> bool:
+    """Running (not a zombie), and when start_time is given the same process, not a reused pid."""
     st = _stat(pid)
-    return st is not None and st[0] != "Z"
+    return st is not None and st[0] != "Z" and (start_time is None or st[3] == start_time)
+
+
+def _new_log_path() -> Path:
+    fd, path = tempfile.mkstemp(prefix=f"preflight-vllm-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".log")
+    os.close(fd)
+    return Path(path)
 
 
 class ExternalEndpoint:

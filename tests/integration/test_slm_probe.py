@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ def run_module(inventory: Path, host: str, args: dict, *extra: str, timeout: flo
     )
     assert proc.returncode in (0, 2), proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((tree / host).read_text())
+    shutil.rmtree(tree)
     result["failed"] = proc.returncode == 2
     return result
 

@@ -148,12 +148,14 @@ def test_an_allocator_that_was_not_loaded_is_an_error_not_a_sample(tiny_model, t
 
 
 def test_missing_allocator_is_reported_with_where_it_was_searched(tiny_model, tmp_path):
-    proc = run_probe("generate", "--model", str(tiny_model), "--allocators", "glibc,tcmalloc", "--processes", "1",
+    proc = run_probe("generate", "--model", str(tiny_model), "--allocators", "tcmalloc", "--processes", "1",
                      "--calls", "1", "--new-tokens", "2", "--tcmalloc-path", str(tmp_path / "libtcmalloc.so.4"),
                      "--json")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["errors"][0].startswith(f"tcmalloc requested but not found on this host; tried: {tmp_path}")
+    assert doc["results"]["runs"] == []  # nothing to run, and nothing pretended
+    assert doc["results"]["allocators"]["tcmalloc"]["first_call_s"]["median"] is None
     assert "steady state not measured: --calls 1" in " ".join(doc["results"]["notes"])
 
 

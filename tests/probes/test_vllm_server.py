@@ -19,6 +19,7 @@ from probes.server import (
     ServerStartError,
     StartTimeline,
     VllmServer,
+    _alive,
     descendants,
     group_members,
     parse_kv_budget,
@@ -139,6 +140,8 @@ def test_group_members_and_descendants_see_a_whole_process_group():
             time.sleep(0.05)
         assert len(group_members(proc.pid)) == 3
         assert len(descendants(proc.pid)) == 2
+        start = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        assert _alive(proc.pid, start) and not _alive(proc.pid, start + 1)  # a reused pid is not ours
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -304,6 +304,10 @@ def load_probe(cold_s=(30.0, 1.4), warm_s=(15.0, 0.6), weight_bytes=3.09e9, disk
     )
 
 
+def _bytes(size: str) -> int:
+    return int(float(size[:-3]) * {"MiB": 2**20, "GiB": 2**30}[size[-3:]])
+
+
 def kv_probe(configs: list[tuple[int, str, int | None, float | None]]) -> dict:
     """Shaped like probes.kv's result: one entry per (max_model_len, budget) start; kv_tokens None: did not fit."""
     return envelope(
@@ -313,7 +317,9 @@ def kv_probe(configs: list[tuple[int, str, int | None, float | None]]) -> dict:
             "configs": [
                 {
                     "max_model_len": length,
-                    "budget": budget,
+                    "budget": f"kv_cache_memory_bytes={_bytes(budget)} ({budget})",
+                    "budget_kind": "bytes",
+                    "budget_value": float(_bytes(budget)),
                     "fits": tokens is not None,
                     "kv_tokens": tokens,
                     "block_size": 16,

@@ -136,7 +136,9 @@ def _load(name: str, results: dict, doc: dict) -> list[str]:
             lines.append({"value": link, "label": f"GPU {gpu.get('index')} PCIe link {link:.3g}"})
             break
     if any(b["value"] is not None for b in speed):
-        charts.append(svg.bar_chart(f"{name}: weights GB/s against the measured limits", speed, "GB/s", lines))
+        charts.append(
+            svg.bar_chart(f"{name}: weights GB/s against the measured limits", speed, "GB/s", lines, squash=True)
+        )
     return charts
 
 
@@ -200,7 +202,9 @@ def _kv(name: str, results: dict, doc: dict) -> list[str]:
     for c in metrics.kv_configs(results):
         if c.get("max_model_len") is None:
             continue
-        series.setdefault(f"budget {c.get('budget')}", []).append((c["max_model_len"], c.get("max_concurrency")))
+        series.setdefault(f"budget {metrics.budget_label(c)}", []).append(
+            (c["max_model_len"], c.get("max_concurrency"))
+        )
     if not series:
         return []
     target = (doc["thresholds"].get("kv_max_concurrency") or {}).get("warn")

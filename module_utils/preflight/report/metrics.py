@@ -253,10 +253,20 @@ def kv_configs(results: dict) -> list[dict]:
     return [c for c in results.get("configs") or [] if isinstance(c, dict)]
 
 
+def budget_label(config: dict) -> str:
+    """'256MiB', '1GiB' or '0.5' (fraction of GPU memory): short enough for a check id and a chart legend."""
+    value, what = config.get("budget_value"), config.get("budget_kind")
+    if isinstance(value, (int, float)) and what == "bytes":
+        return f"{value / 2**30:g}GiB" if value >= 2**30 else f"{value / 2**20:g}MiB"
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    return "".join(ch if ch.isalnum() or ch in "+-" else "_" for ch in str(config.get("budget") or "default"))
+
+
 def _kv(results: dict) -> list[tuple]:
     out = []
     for c in kv_configs(results):
-        budget = c.get("budget")
+        budget = budget_label(c)
         why = None if c.get("fits") else (c.get("error") or c.get("failure_kind") or "the server did not start")
         out.append(
             (

@@ -250,8 +250,8 @@ def _kv_concurrency(doc: dict) -> list[dict]:
                 KV_LENGTH_VARIABLE,
                 fitting,
                 chosen,
-                f"At max-model-len {chosen} the KV cache ({tokens} tokens, budget {config.get('budget')}) holds "
-                f"{concurrency:g} full-length requests at once, below the target of {target:g} "
+                f"At max-model-len {chosen} the KV cache ({tokens} tokens, budget {metrics.budget_label(config)}) "
+                f"holds {concurrency:g} full-length requests at once, below the target of {target:g} "
                 f"(preflight_thresholds.kv_max_concurrency.warn). {fitting} tokens per request lets {target:g} fit in "
                 "the same cache; or keep the length and give the KV cache more memory.",
                 [

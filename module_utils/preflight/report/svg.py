@@ -39,12 +39,17 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> str:
     )
 
 
-def bar_chart(title: str, bars: list[dict], unit: str | None, refs: list[dict] | None = None) -> str:
-    """Horizontal bars: {label, value, low?, high?, color?}; refs: [{value, label}] drawn as dashed limits."""
+def bar_chart(
+    title: str, bars: list[dict], unit: str | None, refs: list[dict] | None = None, squash: bool = False
+) -> str:
+    """Horizontal bars: {label, value, low?, high?, color?}; refs: [{value, label}] drawn as dashed limits.
+
+    A limit far beyond the bars is named under the chart instead of drawn, unless `squash`: when the distance
+    to the limit is the point (GB/s against the disk and the PCIe link), the bars may shrink to slivers.
+    """
     refs = [r for r in (refs or []) if r.get("value") is not None]
     data_max = max([b.get("high") or b.get("value") or 0 for b in bars] + [0])
-    # A limit far beyond the data would squash every bar: name it under the chart instead of drawing it.
-    off_scale = [r for r in refs if data_max and r["value"] > OFF_SCALE * data_max]
+    off_scale = [r for r in refs if data_max and r["value"] > OFF_SCALE * data_max and not squash]
     refs = [r for r in refs if r not in off_scale]
     label_w, plot_w, row_h = 230, 380, 24
     top = 28 + 13 * len(refs)  # one line of label per limit, under the title
