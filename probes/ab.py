@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes import stats
+from probes.generate import ALLOCATOR_LIBRARIES, ALLOCATORS, find_allocator
 from probes.server import (
     KvBudget,
     ProbeTerminated,
@@ -62,9 +64,8 @@ THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 THP_DEFRAG = Path("/sys/kernel/mm/transparent_hugepage/defrag")
 THP_MODES = ("always", "madvise", "never")
 PAGECACHE_ARMS = ("cold", "warm")
-ALLOCATOR_ARMS = ("glibc", "jemalloc", "tcmalloc")  # probes.generate.ALLOCATORS
 DEFAULT_ARMS = {"allocator": ("glibc", "jemalloc"), "thp": THP_MODES, "pagecache": PAGECACHE_ARMS}
-ALLOWED_ARMS = {"allocator": ALLOCATOR_ARMS, "thp": THP_MODES, "pagecache": PAGECACHE_ARMS}
+ALLOWED_ARMS = {"allocator": ALLOCATORS, "thp": THP_MODES, "pagecache": PAGECACHE_ARMS}
 PRIME_BLOCK_BYTES = 16 << 20
 
 # name -> (unit, lower is better, compared between arms)
@@ -92,14 +93,15 @@ class PlannedStart:
     arm: str
 
 
-def schedule(arms: list[str], repeats: int) -> list[PlannedStart]:
+def schedule(arms: list[str], repeats: int, *, first_round: int = 0, first_order: int = 0) -> list[PlannedStart]:
     """Round r runs the arms rotated left by r: A B, B A, A B ... (two arms), A B C, B C A, C A B (three).
     Each arm then sits in each position equally often over len(arms) rounds, so neither a drift across the
-    run nor 'the start right after another start' favours one arm."""
+    run nor 'the start right after another start' favours one arm. A run that continues an earlier one
+    starts at the round after the earlier run's last."""
     out, k = [], len(arms)
-    for r in range(repeats):
+    for r in range(first_round, first_round + repeats):
         for arm in arms[r % k:] + arms[: r % k]:
-            out.append(PlannedStart(len(out), r, arm))
+            out.append(PlannedStart(first_order + len(out), r, arm))
     return out
 
 
@@ -131,6 +133,7 @@ class StartRecord:
     log_path: str | None = None
     stop: dict | None = None
     error: str | None = None
+    source: str | None = None  # None: this run; else the earlier result file it was read from (--continue-from)
 
     @property
     def is_sample(self) -> bool:
@@ -182,8 +185,8 @@ def summary_line(arm: str, metric: str, s: dict) -> str:
     return f"{arm} {metric}: median {_fmt(s['median'])} {s['unit']}, {spread}, n={s['n']}{ci}"
 
 
-def verdicts_for(starts: list[StartRecord], arms: list[str], summaries: dict, comparisons: dict,
-                 result_mod) -> list[dict]:
+def verdicts_for(starts: list[StartRecord], arms: list[str], summaries: dict, comparisons: dict, result_mod,
+                 *, factor: str) -> list[dict]:
     v = []
     for arm in arms:
         lines = [summary_line(arm, m, s) for m, s in summaries[arm].items()] or [
@@ -194,6 +197,12 @@ def verdicts_for(starts: list[StartRecord], arms: list[str], summaries: dict, co
     for arm, by_metric in comparisons.items():
         for m, c in by_metric.items():
             v.append(result_mod.verdict(f"{arm}_vs_{arms[0]}_{m}", "info", f"{m}: {c['verdict']}"))
+    thp_seen = {t for s in starts if s.is_sample for t in (s.thp_enabled_at_start, s.thp_enabled_after_ready) if t}
+    if len(thp_seen) > 1 and factor != "thp":
+        v.append(result_mod.verdict(
+            "host_constant", "warn",
+            f"THP enabled was not the same in every start ({', '.join(sorted(thp_seen))}): something else on this "
+            "host wrote it during the A/B, so the arms may differ in more than the factor under test"))
     counted = [sum(1 for s in starts if s.arm == a and s.is_sample) for a in arms]
     if counted and min(counted) < stats.MIN_COMPARE_N:
         v.append(result_mod.verdict(
@@ -201,6 +210,29 @@ def verdicts_for(starts: list[StartRecord], arms: list[str], summaries: dict, co
             f"{min(counted)} counted start(s) in the smallest arm: a difference can be told from noise only with "
             f"at least {stats.MIN_COMPARE_N} per arm (--repeats {stats.MIN_COMPARE_N} or more)"))
     return v
+
+
+# Settings that must be equal for starts of an earlier run to be pooled with this run's.
+POOLED_PARAMS = ("factor", "arms", "model", "enforce_eager", "max_model_len", "kv_budget", "server_arg", "server_env",
+                 "jemalloc_path", "tcmalloc_path", "ttft_requests", "throughput_prompts", "concurrency", "max_tokens",
+                 "prompt_words")
+
+
+def earlier_starts(doc: dict, params: dict, source: str) -> tuple[list[StartRecord], list[str]]:
+    """The starts of an earlier `ab` result made with the same settings; else [] and what differs."""
+    if doc.get("probe") != "ab" or "starts" not in doc.get("results", {}):
+        return [], [f"--continue-from {source}: not a result of `python -m probes ab` (probe {doc.get('probe')!r})"]
+    differ = [f"{k} {doc['params'].get(k)!r} there, {params.get(k)!r} here" for k in POOLED_PARAMS
+              if doc["params"].get(k) != params.get(k)]
+    if differ:
+        return [], [f"--continue-from {source}: its settings differ from this run's: {'; '.join(differ)}"]
+    names = {f.name for f in dataclasses.fields(StartRecord)}
+    starts = []
+    for raw in doc["results"]["starts"]:
+        rec = StartRecord(**{k: v for k, v in raw.items() if k in names})
+        rec.source = rec.source or f"{source} (host {doc.get('host')}, {doc.get('started_at')})"
+        starts.append(rec)
+    return starts, []
 
 
 # ---- the host settings ----------------------------------------------------------------------------------
@@ -297,10 +329,21 @@ def anon_huge_pages_bytes(pids: list[int]) -> int | None:
     return total if seen else None
 
 
+def interpreter_pids(pids: list[int], python: str) -> list[int]:
+    """The pids running this Python: vLLM's API server, engine and workers. A short-lived helper they exec
+    (a static `ldconfig` that Triton runs, a compiler) cannot map a preloaded library and is left out of the
+    allocator check; all pids when none can be told apart."""
+    want = os.path.realpath(python)
+    mine = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if os.path.realpath(f"/proc/{pid}/exe") == want:
+                mine.append(pid)
+    return mine or pids
+
+
 def allocator_env(arms: list[str], explicit: dict[str, str | None]) -> tuple[dict[str, dict[str, str]], list[str]]:
     """arm -> the server environment that puts it in; and what could not be found (with where it looked)."""
-    from probes.generate import find_allocator
-
     env, missing = {}, []
     for arm in arms:
         if arm == "glibc":
@@ -317,13 +360,10 @@ def allocator_env(arms: list[str], explicit: dict[str, str | None]) -> tuple[dic
 
 def allocator_mapping_problem(arm: str, arm_env: dict[str, str], pids: list[int]) -> tuple[dict, str | None]:
     """(maps check, None when the server's processes run the arm's allocator; else what is wrong)."""
-    from probes.generate import ALLOCATOR_LIBRARIES
-
     if not pids:
         return {}, "no server process could be found to check"
-    if arm == "glibc":
-        others = [lib for libs in ALLOCATOR_LIBRARIES.values() for lib in libs]
-        check = preloaded_in(pids, others)
+    if arm == "glibc":  # the usual soname of each allocator, wherever it was loaded from
+        check = preloaded_in(pids, [libs[0] for libs in ALLOCATOR_LIBRARIES.values()])
         mapped = {lib: [p for p, ok in by_pid.items() if ok] for lib, by_pid in check.items()}
         mapped = {lib: p for lib, p in mapped.items() if p}
         return check, (f"the glibc arm's server processes map {mapped}: something else preloads an allocator"
@@ -423,7 +463,8 @@ def one_start(planned: PlannedStart, base: ServerSpec, *, factor: str, env: dict
             rec.anon_huge_pages_bytes = anon_huge_pages_bytes(pids)
             rec.thp_enabled_after_ready = watch.read()
             if factor == "allocator":
-                rec.preload_check, problem = allocator_mapping_problem(planned.arm, env, pids)
+                rec.preload_check, problem = allocator_mapping_problem(planned.arm, env,
+                                                                       interpreter_pids(pids, spec.python))
                 if problem:
                     raise AbError(problem)
             if factor == "thp" and rec.thp_enabled_after_ready != planned.arm:
@@ -442,14 +483,14 @@ def one_start(planned: PlannedStart, base: ServerSpec, *, factor: str, env: dict
         rec.phases_s = phase_split(srv.timeline)
         rec.log_path = str(srv.log_path)
         rec.pid = srv.proc.pid if srv.proc else None
-        rec.stop = srv.stop_report.__dict__ if srv.stop_report else None
+        rec.stop = dataclasses.asdict(srv.stop_report) if srv.stop_report else None
         if rec.stop is not None and not rec.stop["confirmed_gone"] and rec.error is None:
             rec.error = f"server processes {rec.stop['survivors']} were still alive after SIGKILL"
     return rec
 
 
-def progress_line(rec: StartRecord, total: int) -> str:
-    head = f"probes ab: start {rec.order + 1}/{total} ({rec.arm}, round {rec.round + 1})"
+def progress_line(rec: StartRecord, index: int, total: int) -> str:
+    head = f"probes ab: start {index}/{total} of this run ({rec.arm}, round {rec.round + 1})"
     if rec.error:
         return f"{head}: not a sample: {rec.error}"
     parts = [f"ready {_fmt(rec.ready_s, '.1f')} s", f"weights {_fmt(rec.weights_load_s, '.2f')} s"]
@@ -474,6 +515,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"server starts per arm (default {stats.MIN_COMPARE_N}, the fewest that can name a winner)")
     p.add_argument("--time-budget-s", type=float, default=None,
                    help="start no round that would end after this (only whole rounds run, so arms stay balanced)")
+    p.add_argument("--continue-from", action="append", type=Path, default=[], metavar="RESULT.json",
+                   help="pool the starts of an earlier run (its --json output, same settings) with this run's; "
+                        "rounds continue where it stopped (for runs longer than one sitting)")
     p.add_argument("--drop-caches", action="store_true",
                    help="allow the cold arm of pagecache: writes /proc/sys/vm/drop_caches before its starts (root)")
     p.add_argument("--jemalloc-path", default=None, help="libjemalloc.so.2 to preload (default: searched)")
@@ -565,11 +609,32 @@ def main(argv: list[str]) -> int:
     if args.log_dir is not None:
         args.log_dir.mkdir(parents=True, exist_ok=True)
     serving = _serving_plan(args)
-    plan = schedule(arms, args.repeats)
+    params = {k: (v.label if isinstance(v, KvBudget) else v) for k, v in vars(args).items() if k != "json"}
+    params["arms"] = arms
+    params["requires_root"] = args.factor == "thp" or (args.factor == "pagecache" and "cold" in arms)
+    params["changes_host"] = {
+        "thp": f"writes {ThpSwitch().path} before each start (root) and restores the value it found",
+        "pagecache": "drops the page cache before each cold start (root, --drop-caches)",
+        "allocator": "nothing on the host; LD_PRELOAD in the server's environment only",
+    }[args.factor]
+    earlier, problems = [], []
+    for path in args.continue_from:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            problems.append(f"--continue-from {path}: cannot read it as JSON ({exc})")
+            continue
+        got, why = earlier_starts(doc, result.jsonable(params), str(path))
+        earlier += got
+        problems += why
+    if problems:
+        parser.error("\n  ".join(["cannot run this A/B:", *problems]))
+    plan = schedule(arms, args.repeats, first_round=max((s.round for s in earlier), default=-1) + 1,
+                    first_order=max((s.order for s in earlier), default=-1) + 1)
 
     started, t0 = time.time(), time.perf_counter()
     errors: list[str] = []
-    starts: list[StartRecord] = []
+    starts: list[StartRecord] = list(earlier)
     stopped_early = None
     status = None
     thp_restore = None
@@ -588,19 +653,19 @@ def main(argv: list[str]) -> int:
             thp.remember()
         round_s: list[float] = []
         round_t = time.perf_counter()
-        for planned in plan:
-            if planned.order and planned.round != plan[planned.order - 1].round:
+        for i, planned in enumerate(plan):
+            if i and planned.round != plan[i - 1].round:
                 round_s.append(time.perf_counter() - round_t)
                 round_t = time.perf_counter()
                 elapsed = time.perf_counter() - t0
                 if args.time_budget_s is not None and elapsed + max(round_s) > args.time_budget_s:
-                    stopped_early = (f"time budget {args.time_budget_s:g} s: {planned.round} of {args.repeats} rounds "
+                    stopped_early = (f"time budget {args.time_budget_s:g} s: {len(round_s)} of {args.repeats} rounds "
                                      f"ran in {elapsed:.0f} s and the longest round took {max(round_s):.0f} s")
                     break
             rec = one_start(planned, base_spec, factor=args.factor, env=arm_env.get(planned.arm, {}), thp=thp,
                             serving=serving, log_dir=args.log_dir)
             starts.append(rec)
-            sys.stderr.write(progress_line(rec, len(plan)) + "\n")
+            sys.stderr.write(progress_line(rec, i + 1, len(plan)) + "\n")
             sys.stderr.flush()
             if rec.error:
                 errors.append(f"start {rec.order + 1} ({rec.arm}): {rec.error}")
@@ -622,7 +687,7 @@ def main(argv: list[str]) -> int:
 
     summaries = arm_summaries(starts, arms)
     comparisons = arm_comparisons(starts, arms)
-    verdicts = verdicts_for(starts, arms, summaries, comparisons, result)
+    verdicts = verdicts_for(starts, arms, summaries, comparisons, result, factor=args.factor)
     if args.factor == "allocator":
         checked = [s for s in starts if s.preload_check is not None and s.error is None]
         preload_text = ", ".join(f"{a}: LD_PRELOAD={arm_env[a]['LD_PRELOAD'] or '(empty)'}" for a in arms)
@@ -645,7 +710,8 @@ def main(argv: list[str]) -> int:
         if not ok:
             errors.append(f"THP enabled not restored to {thp_restore['original']!r}")
     if stopped_early:
-        verdicts.append(result.verdict("stopped_early", "warn", f"{len(starts)} of {len(plan)} starts ran: "
+        verdicts.append(result.verdict("stopped_early", "warn", f"{len(starts) - len(earlier)} of {len(plan)} "
+                                                                f"starts of this run ran: "
                                                                 f"{stopped_early}"))
 
     notes = [
@@ -658,6 +724,9 @@ def main(argv: list[str]) -> int:
         notes.append(f"per start: first request TTFT, median warm TTFT of {serving.ttft_requests} unique prompts "
                      f"({serving.prompt_words} words, {serving.max_tokens} tokens, streaming), and output tok/s "
                      f"of {serving.throughput_prompts} prompts at concurrency {serving.concurrency}")
+    if earlier:
+        notes.append(f"{len(earlier)} start(s) pooled from earlier runs ({', '.join(map(str, args.continue_from))}); "
+                     "their `source` says where each came from")
     if args.factor == "thp":
         notes.append("THP enabled is host-wide: every process on this host ran under each arm's value during its "
                      "starts; defrag was left as it was")
@@ -679,13 +748,6 @@ def main(argv: list[str]) -> int:
         "stopped_early": stopped_early,
         "notes": notes,
     }
-    params = {k: (v.label if isinstance(v, KvBudget) else v) for k, v in vars(args).items() if k != "json"}
-    params["arms"] = arms
-    params["changes_host"] = {
-        "thp": f"writes {THP_ENABLED} before each start (root) and restores the value it found",
-        "pagecache": "drops the page cache before each cold start (root, --drop-caches)",
-        "allocator": "nothing on the host; LD_PRELOAD in the server's environment only",
-    }[args.factor]
     doc = result.envelope("ab", params, res, verdicts, started, time.perf_counter() - t0, errors=errors)
     result.emit(doc, args.json)
     return status if status is not None else result.exit_status(doc)

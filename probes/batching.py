@@ -33,6 +33,7 @@ from probes.server import (
 from probes.vllm_client import RequestRecord
 
 MIN_COMPARE_N = getattr(stats, "MIN_COMPARE_N", 2)  # fewer samples and stats.compare cannot name a winner
+FLAT_GAIN_PCT = 10.0  # a throughput step inside noise counts as flat only if its median gain is at most this
 
 
 def levels_up_to(limit: int, n_prompts: int) -> list[int]:
@@ -120,33 +121,57 @@ class Knee:
     steps: list[dict]  # per consecutive pair: throughput and TTFT comparisons (probes.stats.compare)
 
 
+def classify_step(thr: dict) -> str:
+    """A throughput step lo -> hi: 'rose' beyond noise, 'fell' beyond noise, 'flat' (inside noise and the median
+    gain at most FLAT_GAIN_PCT), or 'unclear' (inside noise but a large median gain: the repeats are too noisy
+    to say it stopped rising)."""
+    if thr["faster"] == thr["name_b"]:
+        return "rose"
+    if thr["faster"] == thr["name_a"]:
+        return "fell"
+    m_lo, m_hi = thr["a"]["median"], thr["b"]["median"]
+    gain_pct = 100.0 * (m_hi - m_lo) / m_lo if m_lo else None
+    return "flat" if gain_pct is not None and gain_pct <= FLAT_GAIN_PCT else "unclear"
+
+
 def find_knee(levels: list[LevelResult]) -> Knee:
-    """First level k where going to the next level raises throughput by no more than noise (or lowers it)
-    while TTFT p50 rises beyond noise. Needs MIN_COMPARE_N throughput samples (repeats) per level to tell a
-    flat step from noise; with fewer it says so instead of naming a knee."""
-    steps = []
+    """The first level k where going to the next level leaves throughput flat (or lowers it) while TTFT p50 rises
+    beyond noise. 'Flat' needs MIN_COMPARE_N throughput samples (repeats) per level and a median gain of at
+    most FLAT_GAIN_PCT inside noise; a noisy step with a large median gain is 'unclear', never a knee."""
+    steps: list[dict] = []
     if len(levels) < 2:
         return Knee(None, False, "one level only: nothing to compare", steps)
+    unclear: list[str] = []
     for lo, hi in zip(levels, levels[1:], strict=False):
         a, b = f"c={lo.concurrency}", f"c={hi.concurrency}"
         thr = stats.compare(lo.output_tok_per_s["samples"], hi.output_tok_per_s["samples"], name_a=a, name_b=b,
                             unit="tok/s", lower_is_better=False)
         ttft = stats.compare(lo.ttft_ms["samples"], hi.ttft_ms["samples"], name_a=a, name_b=b, unit="ms")
-        steps.append({"from": lo.concurrency, "to": hi.concurrency, "throughput": thr, "ttft": ttft})
+        step = classify_step(thr)
+        steps.append({"from": lo.concurrency, "to": hi.concurrency, "throughput_step": step, "throughput": thr,
+                      "ttft": ttft})
         if min(thr["a"]["n"], thr["b"]["n"]) < MIN_COMPARE_N:
             return Knee(None, False,
                         f"not determined: throughput at {a} or {b} has fewer than {MIN_COMPARE_N} repeats, so a "
                         f"flat step cannot be told from noise (use --repeats {MIN_COMPARE_N} or more)", steps)
-        throughput_rose = thr["faster"] == b
         ttft_rose = ttft["faster"] == a  # the lower level has the better (lower) TTFT beyond noise
-        if not throughput_rose and ttft_rose:
+        if step == "unclear":
+            unclear.append(f"{a}->{b}")
+        elif step in ("flat", "fell") and ttft_rose:
             t_lo, t_hi = lo.output_tok_per_s["median"], hi.output_tok_per_s["median"]
+            caveat = (f"; earlier steps {', '.join(unclear)} gained over {FLAT_GAIN_PCT:g} % but inside noise, so "
+                      "throughput may have levelled off before this" if unclear else "")
             return Knee(
                 lo.concurrency, True,
-                f"knee at concurrency {lo.concurrency}: going to {hi.concurrency} changed throughput "
-                f"{t_lo:.1f} -> {t_hi:.1f} tok/s ({thr['verdict']}) while TTFT p50 rose {lo.ttft_p50_ms:.1f} -> "
-                f"{hi.ttft_p50_ms:.1f} ms ({ttft['verdict']})", steps)
+                f"knee at concurrency {lo.concurrency}: going to {hi.concurrency} left throughput {step} "
+                f"({t_lo:.1f} -> {t_hi:.1f} tok/s; {thr['verdict']}) while TTFT p50 rose {lo.ttft_p50_ms:.1f} -> "
+                f"{hi.ttft_p50_ms:.1f} ms ({ttft['verdict']}){caveat}", steps)
     top = levels[-1].concurrency
+    if unclear:
+        return Knee(None, False,
+                    f"not determined up to concurrency {top}: steps {', '.join(unclear)} gained over "
+                    f"{FLAT_GAIN_PCT:g} % in median throughput but inside noise; more repeats or a quieter machine "
+                    "would tell", steps)
     return Knee(None, True,
                 f"no knee up to concurrency {top}: at every step throughput rose beyond noise, or TTFT did not rise "
                 "beyond noise", steps)

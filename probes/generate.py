@@ -34,6 +34,7 @@ ALLOCATOR_LIBRARIES = {
     "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so"),
 }
 ALLOCATORS = ("glibc", *ALLOCATOR_LIBRARIES)
+DEBIAN_PACKAGES = {"jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}
 
 # Fixed prompt: the same tokens for every allocator and process. Cut or repeated to --prompt-tokens.
 PROMPT_TEXT = (
@@ -376,7 +377,7 @@ def main(argv: list[str]) -> int:
         lib, tried = find_allocator(a, {"jemalloc": args.jemalloc_path, "tcmalloc": args.tcmalloc_path}.get(a))
         if a != "glibc" and lib is None:
             errors.append(f"{a} requested but not found on this host; tried: {', '.join(tried)}. "
-                          f"Install it (Debian: apt-get install lib{a}2 / libgoogle-perftools4) or give --{a}-path")
+                          f"Install it (Debian/Ubuntu: apt-get install {DEBIAN_PACKAGES[a]}) or give --{a}-path")
         libraries[a] = str(lib) if lib else None
     usable = [a for a in allocators if a == "glibc" or libraries[a]]
 
@@ -387,7 +388,7 @@ def main(argv: list[str]) -> int:
         base_args += ["--threads", str(args.threads)]
     runs: list[GenerateRun] = []
     order = 0
-    for p in range(args.processes):
+    for p in range(args.processes if usable else 0):
         # Round robin, rotated each round: drift and ordering effects fall on every allocator alike.
         for a in usable[p % len(usable):] + usable[: p % len(usable)]:
             extra = {}

@@ -328,7 +328,7 @@ def measure_config(args, length: int, budget: KvBudget, index: int) -> KvConfigR
     import httpx
 
     spec = spec_from_args(args, max_model_len=length, kv_budget=budget,
-                          log_name=f"kv-{index:02d}-len{length}-{budget.kind}{budget.value:g}.log")
+                          log_name=f"kv-{index:02d}-len{length}-{_budget_slug(budget)}.log")
     srv = VllmServer(spec)
     try:
         with srv:
@@ -350,6 +350,10 @@ def measure_config(args, length: int, budget: KvBudget, index: int) -> KvConfigR
         stop = srv.stop_report
         return failed_result(length, budget, exc.failure, str(exc), str(srv.log_path),
                              stop.confirmed_gone if stop else None)
+
+
+def _budget_slug(budget: KvBudget) -> str:
+    return f"util{budget.value:g}" if budget.kind == "fraction" else f"{int(budget.value) // 1024**2}MiB"
 
 
 def _model_config(model_dir: str) -> dict | None:

@@ -37,11 +37,16 @@ def run_tunable(*flags: str, **args) -> tuple[str, dict, str]:
         [
             str(Path(sys.executable).parent / "ansible"),
             "localhost",
-            "-i", "localhost,",
-            "-c", "local",
-            "-e", f"ansible_python_interpreter={sys.executable}",
-            "-m", "sysfs_tunable",
-            "-a", json.dumps(args),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-m",
+            "sysfs_tunable",
+            "-a",
+            json.dumps(args),
             *flags,
         ],
         cwd=REPO,
@@ -58,7 +63,7 @@ def run_tunable(*flags: str, **args) -> tuple[str, dict, str]:
     output = proc.stdout + proc.stderr
     for line in proc.stdout.splitlines():
         if line.startswith("localhost | "):
-            status, _, payload = line[len("localhost | "):].partition(" => ")
+            status, _, payload = line[len("localhost | ") :].partition(" => ")
             return status.strip(), json.loads(payload), output
     raise AssertionError(f"no result line in:\n{output}")
 
@@ -188,7 +193,11 @@ def test_missing_tunable_is_reported_as_not_offered_by_this_kernel():
 def test_documentation_lists_exactly_the_options_the_module_accepts():
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-doc"), "--json", "sysfs_tunable"],
-        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)["sysfs_tunable"]

@@ -46,8 +46,9 @@ class Run:
     def __init__(self, proc: subprocess.CompletedProcess):
         self.proc = proc
         self.output = proc.stdout + proc.stderr
-        self.recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
-                      for m in RECAP.finditer(proc.stdout)}
+        self.recap = {
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(proc.stdout)
+        }
         self.results: dict[str, dict] = {}
         self.failures: dict[str, str] = {}
         for line in proc.stdout.splitlines():
@@ -58,7 +59,7 @@ class Run:
             if match[1] == "fatal":
                 self.failures[match[2]] = payload["msg"]
             elif str(payload.get("msg", "")).startswith("THP_RESULT "):
-                self.results[match[2]] = json.loads(payload["msg"][len("THP_RESULT "):])
+                self.results[match[2]] = json.loads(payload["msg"][len("THP_RESULT ") :])
 
 
 @pytest.fixture
@@ -130,18 +131,44 @@ def test_apply_writes_thp_reports_before_after_and_a_second_run_changes_nothing(
     assert f"--- before: {ENABLED}\n+++ after: {ENABLED}\n@@ -1 +1 @@\n-always\n+madvise\n" in first.output
     result = first.results["node1"]
     assert result["settings"] == [
-        {"name": "thp_enabled", "path": str(ENABLED), "desired": "madvise", "before": "always", "after": "madvise",
-         "changed": True},
-        {"name": "thp_defrag", "path": str(DEFRAG), "desired": "never", "before": "defer", "after": "never",
-         "changed": True},
-        {"name": "thp_khugepaged_defrag", "path": str(KHUGEPAGED_DEFRAG), "desired": "1", "before": "0", "after": "1",
-         "changed": True},
+        {
+            "name": "thp_enabled",
+            "path": str(ENABLED),
+            "desired": "madvise",
+            "before": "always",
+            "after": "madvise",
+            "changed": True,
+        },
+        {
+            "name": "thp_defrag",
+            "path": str(DEFRAG),
+            "desired": "never",
+            "before": "defer",
+            "after": "never",
+            "changed": True,
+        },
+        {
+            "name": "thp_khugepaged_defrag",
+            "path": str(KHUGEPAGED_DEFRAG),
+            "desired": "1",
+            "before": "0",
+            "after": "1",
+            "changed": True,
+        },
     ]
     assert result["persistence"] == [
-        {"method": "systemd", "state": "installed", "path": str(UNIT),
-         "detail": "unit written and enabled by the sysinit.target.wants symlink; " + SYSTEMD_DETAIL_NOT_PID1},
-        {"method": "kernel_cmdline", "state": "unavailable", "path": "/etc/default/grub",
-         "detail": "no bootloader config found: /etc/default/grub does not exist; only GRUB is managed"},
+        {
+            "method": "systemd",
+            "state": "installed",
+            "path": str(UNIT),
+            "detail": "unit written and enabled by the sysinit.target.wants symlink; " + SYSTEMD_DETAIL_NOT_PID1,
+        },
+        {
+            "method": "kernel_cmdline",
+            "state": "unavailable",
+            "path": "/etc/default/grub",
+            "detail": "no bootloader config found: /etc/default/grub does not exist; only GRUB is managed",
+        },
     ]
     assert "kernel_cmdline: unavailable (no bootloader config found: /etc/default/grub does not exist; " in first.output
     assert (result["verified"], result["reboot_required"], result["problems"]) == (True, False, [])
@@ -176,9 +203,13 @@ def test_check_mode_reports_the_change_and_leaves_sysfs_byte_identical(thp_run, 
         ("thp_khugepaged_defrag", "0", "1", True),
     ]
     assert result["persistence"] == [
-        {"method": "systemd", "state": "installed", "path": str(UNIT),
-         "detail": "unit would be written and enabled by the sysinit.target.wants symlink "
-                   "(check mode: nothing was written)"},
+        {
+            "method": "systemd",
+            "state": "installed",
+            "path": str(UNIT),
+            "detail": "unit would be written and enabled by the sysinit.target.wants symlink "
+            "(check mode: nothing was written)",
+        },
     ]
     assert (result["verified"], result["check_mode"]) == (False, True)
     assert "-always\n+madvise\n" in run.output
@@ -188,27 +219,40 @@ def test_check_mode_reports_the_change_and_leaves_sysfs_byte_identical(thp_run, 
 @pytest.mark.parametrize(
     ("thp_vars", "message"),
     [
-        ({"thp_enabled": "sometimes"},
-         "value of thp_enabled must be one of: always, madvise, never, got: sometimes"),
-        ({"thp_enabled": False},
-         "value of thp_enabled must be one of: always, madvise, never, got: False"),
-        ({"thp_defrag": "compact"},
-         "value of thp_defrag must be one of: always, defer, defer+madvise, madvise, never, got: compact"),
-        ({"thp_khugepaged_defrag": 2},
-         "value of thp_khugepaged_defrag must be one of: 0, 1, got: 2"),
-        ({"thp_khugepaged_defrag": True},
-         "THP variables rejected, nothing was changed: thp_khugepaged_defrag: 'True' is a YAML boolean, not a "
-         "number; allowed: 0, 1"),
-        ({"thp_persist": ["systemd", "grub"]},
-         "value of thp_persist must be one or more of: systemd, kernel_cmdline. Got no match for: grub"),
-        ({"thp_persist": "systemd"},
-         "THP variables rejected, nothing was changed: thp_persist: 'systemd' is not a list; write a list of "
-         "systemd, kernel_cmdline, e.g. [systemd]"),
-        ({"thp_state_dir": "var/lib/preflight"},
-         "THP variables rejected, nothing was changed: thp_state_dir: 'var/lib/preflight' is not an absolute path"),
+        ({"thp_enabled": "sometimes"}, "value of thp_enabled must be one of: always, madvise, never, got: sometimes"),
+        (
+            {"thp_defrag": "compact"},
+            "value of thp_defrag must be one of: always, defer, defer+madvise, madvise, never, got: compact",
+        ),
+        ({"thp_khugepaged_defrag": 2}, "value of thp_khugepaged_defrag must be one of: 0, 1, got: 2"),
+        (
+            {"thp_khugepaged_defrag": True},
+            "THP variables rejected, nothing was changed: thp_khugepaged_defrag: 'True' is a YAML boolean, not a "
+            "number; allowed: 0, 1",
+        ),
+        (
+            {"thp_persist": ["systemd", "grub"]},
+            "value of thp_persist must be one or more of: systemd, kernel_cmdline. Got no match for: grub",
+        ),
+        (
+            {"thp_persist": "systemd"},
+            "THP variables rejected, nothing was changed: thp_persist: 'systemd' is not a list; write a list of "
+            "systemd, kernel_cmdline, e.g. [systemd]",
+        ),
+        (
+            {"thp_state_dir": "var/lib/preflight"},
+            "THP variables rejected, nothing was changed: thp_state_dir: 'var/lib/preflight' is not an absolute path",
+        ),
     ],
-    ids=["enabled-word", "enabled-boolean", "defrag-word", "khugepaged-2", "khugepaged-boolean", "persist-method",
-         "persist-not-a-list", "state-dir-relative"],
+    ids=[
+        "enabled-word",
+        "defrag-word",
+        "khugepaged-2",
+        "khugepaged-boolean",
+        "persist-method",
+        "persist-not-a-list",
+        "state-dir-relative",
+    ],
 )
 def test_invalid_value_is_rejected_with_its_message_before_anything_changes(thp_run, clean_thp, thp_vars, message):
     before = set_thp("always", "defer", "0")
@@ -252,7 +296,10 @@ def test_record_keeps_the_first_replaced_values_and_rollback_restores_exact_byte
     assert thp_run(APPLY).proc.returncode == 0
     recorded = json.loads(thp_run.state_file.read_text())
     assert {name: entry["value"] for name, entry in recorded["settings"].items()} == {
-        "thp_enabled": "always", "thp_defrag": "defer", "thp_khugepaged_defrag": "0"}
+        "thp_enabled": "always",
+        "thp_defrag": "defer",
+        "thp_khugepaged_defrag": "0",
+    }
 
     # A later run with other values must not record Preflight's own madvise/never as "the original".
     later = thp_run(APPLY, thp_enabled="never", thp_defrag="defer+madvise")
@@ -322,7 +369,11 @@ def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp):
     env.pop("ANSIBLE_CONFIG")  # molecule writes its own
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "molecule"), "test"],
-        cwd=REPO / "roles" / "thp", env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO / "roles" / "thp",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     # The scenario's cleanup is the role's rollback: the machine is as it was.

@@ -120,11 +120,24 @@ def test_verdicts_state_n_median_spread_and_warn_on_too_few_repeats():
     starts = _starts({"glibc": [40.0, 42.0], "jemalloc": [30.0, 31.0]})
     arms = ["glibc", "jemalloc"]
     summaries, comparisons = ab.arm_summaries(starts, arms), ab.arm_comparisons(starts, arms)
-    v = {x["name"]: x for x in ab.verdicts_for(starts, arms, summaries, comparisons, result)}
+    v = {x["name"]: x for x in ab.verdicts_for(starts, arms, summaries, comparisons, result, factor="allocator")}
     assert v["arm_glibc"]["text"].startswith("glibc ready_s: median 41 s, IQR 1 (2.4 %), n=2, CI of median 40-42")
     assert v["jemalloc_vs_glibc_ready_s"]["text"].startswith("ready_s: inside noise: too few samples")
     assert v["enough_repeats"]["status"] == "warn"
     assert "--repeats 4 or more" in v["enough_repeats"]["text"]
+
+
+def test_a_thp_change_during_an_allocator_ab_is_flagged_as_a_confound():
+    starts = _starts({"glibc": [40.0, 42.0], "jemalloc": [30.0, 31.0]})
+    for s in starts:
+        s.thp_enabled_at_start = s.thp_enabled_after_ready = "madvise"
+    starts[-1].thp_enabled_after_ready = "always"
+    arms = ["glibc", "jemalloc"]
+    summaries, comparisons = ab.arm_summaries(starts, arms), ab.arm_comparisons(starts, arms)
+    v = {x["name"]: x for x in ab.verdicts_for(starts, arms, summaries, comparisons, result, factor="allocator")}
+    assert v["host_constant"]["text"].startswith("THP enabled was not the same in every start (always, madvise)")
+    v = {x["name"] for x in ab.verdicts_for(starts, arms, summaries, comparisons, result, factor="thp")}
+    assert "host_constant" not in v
 
 
 # ---- host settings --------------------------------------------------------------------------------------
@@ -176,11 +189,36 @@ def test_jemalloc_arm_is_checked_in_the_process_maps():
         proc.wait()
 
 
+def test_allocator_check_looks_at_the_servers_python_processes_only():
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        import sys
+
+        assert ab.interpreter_pids([os.getpid(), proc.pid], sys.executable) == [os.getpid()]
+        assert ab.interpreter_pids([proc.pid], sys.executable) == [proc.pid]  # none is Python: check them all
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_prime_files_reads_every_byte_of_the_model(tmp_path):
     (tmp_path / "a.safetensors").write_bytes(b"x" * 1000)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.json").write_bytes(b"y" * 24)
     assert ab.prime_files(tmp_path)["primed_bytes"] == 1024
+
+
+def test_cold_arm_drops_the_page_cache_and_warm_arm_reads_the_model(tmp_path, monkeypatch):
+    from probes import worker
+
+    dropped = []
+    monkeypatch.setattr(worker, "drop_page_cache", lambda: dropped.append(True))
+    (tmp_path / "model.safetensors").write_bytes(b"w" * 4096)
+    cold = ab.prepare("pagecache", "cold", thp=None, model_dir=tmp_path)
+    assert dropped == [True] and cold["page_cache_dropped"] is True and cold["drop_s"] >= 0
+    warm = ab.prepare("pagecache", "warm", thp=None, model_dir=tmp_path)
+    assert (warm["page_cache_dropped"], warm["primed_bytes"]) == (False, 4096)
+    assert ab.prepare("allocator", "jemalloc", thp=None, model_dir=tmp_path) == {}
 
 
 # ---- the command line without a server ------------------------------------------------------------------
@@ -264,6 +302,37 @@ def test_thp_is_restored_when_a_start_fails(fake_thp, monkeypatch, capsys):
     assert len(doc["results"]["starts"]) == 1
     assert doc["errors"][0] == "start 1 (never): vLLM exited with status 2 before it was ready"
     assert {v["name"]: v["status"] for v in doc["verdicts"]}["thp_restored"] == "pass"
+
+
+def test_a_later_run_continues_the_rounds_and_pools_the_starts(fake_thp, monkeypatch, capsys, tmp_path):
+    seen = []
+
+    def ok(planned, rec):
+        seen.append((planned.order, planned.round, planned.arm))
+        rec.ready_s = 30.0 + planned.order
+
+    monkeypatch.setattr(ab, "one_start", _fake_start(ok))
+    assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "1", "--json"]) == 0
+    first = tmp_path / "first.json"
+    first.write_text(capsys.readouterr().out)
+    assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "1", "--json",
+                    "--continue-from", str(first)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    result.validate(doc)
+    assert seen == [(0, 0, "always"), (1, 0, "never"), (2, 1, "never"), (3, 1, "always")]
+    assert doc["results"]["summaries"]["always"]["ready_s"]["samples"] == [30.0, 33.0]
+    assert [s["source"] is not None for s in doc["results"]["starts"]] == [True, True, False, False]
+
+
+def test_continuing_from_a_run_with_other_settings_is_refused(fake_thp, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(ab, "one_start", _fake_start(lambda planned, rec: setattr(rec, "ready_s", 1.0)))
+    assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "1", "--json"]) == 0
+    first = tmp_path / "first.json"
+    first.write_text(capsys.readouterr().out)
+    err = _main_error(capsys, "--factor", "thp", "--arms", "always,never", "--enforce-eager",
+                      "--continue-from", str(first))
+    assert (f"--continue-from {first}: its settings differ from this run's: enforce_eager False there, True here"
+            in err)
 
 
 @pytest.mark.parametrize(("how", "status"), [("sigterm", 128 + signal.SIGTERM), ("ctrl_c", 130)])

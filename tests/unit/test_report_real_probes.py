@@ -31,8 +31,10 @@ def test_recorded_envelopes_are_valid_for_the_current_probes(envelopes, name):
     try:
         probe_result.validate(envelopes[name])
     except Exception as exc:  # jsonschema.ValidationError: the probe's format moved on
-        pytest.fail(f"{name}.json no longer matches probes/schema: record it again "
-                    f"(tests/fixtures/report_probes/README.md): {exc}")
+        pytest.fail(
+            f"{name}.json no longer matches probes/schema: record it again "
+            f"(tests/fixtures/report_probes/README.md): {exc}"
+        )
 
 
 def test_headline_figures_come_from_where_each_probe_puts_them(run, envelopes):
@@ -46,7 +48,8 @@ def test_headline_figures_come_from_where_each_probe_puts_them(run, envelopes):
     assert checks["probe.ttft.warm_ms"]["measured"] == ttft["warm"][api]["ttft_ms"]["median"]
     assert checks["probe.ttft.cold_ms"]["measured"] == ttft["cold_start"]["first_request_ttft_ms"]
     config = kv["configs"][0]
-    kv_checks = [c for cid, c in checks.items() if cid.startswith(f"probe.kv.max_concurrency.{config['max_model_len']}.")]
+    prefix = f"probe.kv.max_concurrency.{config['max_model_len']}."
+    kv_checks = [c for cid, c in checks.items() if cid.startswith(prefix)]
     assert [c["measured"] for c in kv_checks] == [config["max_concurrency"]]
     top = batching["levels"][-1]
     assert checks["probe.batching.speedup"]["measured"] == top["speedup_vs_sequential"]
@@ -55,9 +58,14 @@ def test_headline_figures_come_from_where_each_probe_puts_them(run, envelopes):
 
 def test_host_page_draws_every_recorded_probe(run):
     html = run["outputs"]["node1.html"]
-    for title in ("load: seconds per phase, cold vs warm", "load: weights GB/s against the measured limits",
-                  "ttft: time to first token", "kv: max concurrency vs max-model-len",
-                  "batching: output throughput vs concurrency", "batching: TTFT vs concurrency"):
+    for title in (
+        "load: seconds per phase, cold vs warm",
+        "load: weights GB/s against the measured limits",
+        "ttft: time to first token",
+        "kv: max concurrency vs max-model-len",
+        "batching: output throughput vs concurrency",
+        "batching: TTFT vs concurrency",
+    ):
         assert f"<title>{title}" in html, title
     assert html.count("Not run (level quick).") == 1  # generate, the only probe not recorded
 

@@ -28,7 +28,9 @@ GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=always"
 def test_grub_line_finds_the_last_assignment_and_unquotes_it():
     text = DEBIAN_GRUB + "GRUB_CMDLINE_LINUX='mitigations=off'\n"
     assert thp_inspect.grub_line(text, "GRUB_CMDLINE_LINUX") == (
-        "GRUB_CMDLINE_LINUX='mitigations=off'", "mitigations=off", "'"
+        "GRUB_CMDLINE_LINUX='mitigations=off'",
+        "mitigations=off",
+        "'",
     )
 
 
@@ -40,12 +42,15 @@ def test_grub_line_does_not_take_the_default_variable_for_the_plain_one():
 @pytest.mark.parametrize(
     ("value", "quote", "thp", "line"),
     [
-        ("console=ttyS0 transparent_hugepage=always", '"', "madvise",
-         'GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=madvise"'),
+        (
+            "console=ttyS0 transparent_hugepage=always",
+            '"',
+            "madvise",
+            'GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=madvise"',
+        ),
         ("console=ttyS0", "'", "never", "GRUB_CMDLINE_LINUX='console=ttyS0 transparent_hugepage=never'"),
         ("", '"', "madvise", 'GRUB_CMDLINE_LINUX="transparent_hugepage=madvise"'),
-        ("transparent_hugepage=never quiet transparent_hugepage=always", '"', "",
-         'GRUB_CMDLINE_LINUX="quiet"'),
+        ("transparent_hugepage=never quiet transparent_hugepage=always", '"', "", 'GRUB_CMDLINE_LINUX="quiet"'),
     ],
     ids=["replace", "add-keeping-single-quotes", "add-to-empty", "remove-every-occurrence"],
 )
@@ -63,5 +68,6 @@ def test_missing_grub_defaults_file_is_reported_as_no_bootloader(tmp_path):
     missing = tmp_path / "grub"
     info = thp_inspect.inspect_bootloader(str(missing), "madvise")
     assert (info["kind"], info["reason"]) == (
-        None, f"no bootloader config found: {missing} does not exist; only GRUB is managed"
+        None,
+        f"no bootloader config found: {missing} does not exist; only GRUB is managed",
     )

@@ -90,9 +90,9 @@ def host_page(doc: dict) -> str:
     body.append('<h2>What to do</h2><ul class="todo">')
     todo = [c for c in doc["checks"] if c["status"] == "fail"] + [c for c in doc["checks"] if c["status"] == "warn"]
     for c in todo:
-        body.append(f"<li>{badge(c['status'])} <code>{escape(c['id'])}</code> {escape(c['reason'])}</li>")
+        body.append(f"<li>{badge(c['status'])} <code>{escape(c['id'])}</code> {_inline(c['reason'])}</li>")
     for r in doc["recommendations"]:
-        body.append(f"<li>{badge('rec', 'recommend')} {escape(md.recommendation_line(r))}</li>")
+        body.append(f"<li>{badge('rec', 'recommend')} {_inline(md.recommendation_line(r))}</li>")
     for o in doc["outliers"]:
         body.append(f"<li>{badge('outlier')} {escape(fleet.describe_outlier(o))}</li>")
     for r in (doc["history"] or {}).get("regressions", []):
@@ -116,7 +116,7 @@ def host_page(doc: dict) -> str:
                         f"<code>{escape(x['id'])}</code><br>{escape(x['title'])}",
                         e(md._with_unit(x["measured"], x["unit"])),
                         escape(md.expectation(x)),
-                        escape(x["reason"]),
+                        _inline(x["reason"]),
                     ]
                     for x in doc["checks"]
                 ],
@@ -269,9 +269,14 @@ def _markdown_block(lines: list[str]) -> list[str]:
 
 
 def _inline(text: str) -> str:
-    """**bold** from the Markdown renderer as <b>; everything else escaped."""
-    parts = escape(text).split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+    """`code` and **bold** from the Markdown wording as <code> and <b>; everything else escaped."""
+    out = []
+    for i, part in enumerate(str(text).split("`")):
+        if i % 2:
+            out.append(f"<code>{escape(part)}</code>")
+        else:
+            out.append("".join(f"<b>{p}</b>" if j % 2 else p for j, p in enumerate(escape(part).split("**"))))
+    return "".join(out)
 
 
 def fleet_page(summary: dict) -> str:
@@ -309,7 +314,7 @@ def fleet_page(summary: dict) -> str:
     failing = [(r["host"], f) for r in summary["hosts"] if r["status"] == "ok" for f in r["failing"]]
     if failing:
         body.append('<h2>Failing checks</h2><ul class="todo">')
-        body += [f"<li>{badge('fail')} <b>{escape(h)}</b> {escape(f)}</li>" for h, f in failing]
+        body += [f"<li>{badge('fail')} <b>{escape(h)}</b> {_inline(f)}</li>" for h, f in failing]
         body.append("</ul>")
     body.append("<h2>Hosts</h2>")
     rows = []
@@ -375,7 +380,7 @@ def fleet_page(summary: dict) -> str:
         body.append(
             "<h2>Recommendations</h2><ul>"
             + "".join(
-                f"<li><b>{escape(', '.join(hosts))}</b> {escape(md.recommendation_line(x))}</li>" for hosts, x in recs
+                f"<li><b>{escape(', '.join(hosts))}</b> {_inline(md.recommendation_line(x))}</li>" for hosts, x in recs
             )
             + "</ul>"
         )

@@ -373,7 +373,7 @@ def cmdline_tokens(params: dict) -> list[str]:
 
 def edit_grub_cmdline(text: str, size: str, tokens: list[str] | None) -> str:
     """Replace (or drop, tokens=None) the 'hugepagesz=SIZE hugepages=N' pair in GRUB_CMDLINE_LINUX."""
-    pattern = re.compile(r'^(GRUB_CMDLINE_LINUX=)(["\']?)(.*?)\2\s*$', re.M)
+    pattern = re.compile(r'^(GRUB_CMDLINE_LINUX=)(["\']?)(.*?)\2[ \t]*$', re.M)
     match = pattern.search(text)
     if match is None:
         if tokens is None:

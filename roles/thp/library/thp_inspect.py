@@ -42,6 +42,13 @@ options:
     description: The GRUB defaults file.
     type: path
     default: /etc/default/grub
+  state_file:
+    description: The role's record of replaced values; read into RV(recorded) when it exists.
+    type: path
+  wants_dir:
+    description: The C(.wants) directory that enables the role's unit; RV(systemd.wants_dir_exists) says if it exists.
+    type: path
+    default: /etc/systemd/system/sysinit.target.wants
 attributes:
   check_mode:
     support: full
@@ -73,7 +80,13 @@ settings:
       current: madvise
       choices: [always, madvise, never]
 systemd:
-  description: C(running) (systemd is PID 1), C(installed) (C(/etc/systemd/system) exists).
+  description:
+    - C(running) (systemd is PID 1), C(installed) (C(/etc/systemd/system) exists),
+      C(wants_dir_exists) (O(wants_dir) exists), C(unit_exists) (O(own_unit) is in C(/etc/systemd/system)).
+  returned: always
+  type: dict
+recorded:
+  description: The content of O(state_file), or an empty dict when it does not exist or O(state_file) is not given.
   returned: always
   type: dict
 bootloader:
@@ -95,6 +108,7 @@ conflicts:
 
 import configparser  # noqa: E402
 import glob  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -251,9 +265,7 @@ def tuned_enabled() -> bool:
 
 def other_writers(own_unit: str) -> list[str]:
     """Files other than ours that write THP at boot: units, rc.local, tmpfiles.d, sysfs.conf/sysfs.d."""
-    candidates = [
-        p for p in sorted(glob.glob("/etc/systemd/system/*.service")) if os.path.basename(p) != own_unit
-    ]
+    candidates = [p for p in sorted(glob.glob("/etc/systemd/system/*.service")) if os.path.basename(p) != own_unit]
     candidates += ["/etc/rc.local", "/etc/sysfs.conf"]
     candidates += sorted(glob.glob("/etc/tmpfiles.d/*.conf")) + sorted(glob.glob("/etc/sysfs.d/*.conf"))
     writers = []
@@ -316,17 +328,35 @@ def run_module() -> None:
             "cmdline_thp": {"type": "str", "default": ""},
             "own_unit": {"type": "str", "default": "preflight-thp.service"},
             "grub_defaults_file": {"type": "path", "default": "/etc/default/grub"},
+            "state_file": {"type": "path"},
+            "wants_dir": {"type": "path", "default": "/etc/systemd/system/sysinit.target.wants"},
         },
         supports_check_mode=True,
     )
     params = module.params
     booted = cmdline_option((read("/proc/cmdline") or "").split())
     boot = inspect_bootloader(params["grub_defaults_file"], params["cmdline_thp"])
+    recorded = {}
+    if params["state_file"] and os.path.exists(params["state_file"]):
+        try:
+            with open(params["state_file"], encoding="utf-8") as handle:
+                recorded = json.load(handle)
+        except (OSError, ValueError) as err:
+            module.fail_json(
+                msg=f"cannot read the THP rollback record {params['state_file']}: {err}; fix or remove it by hand "
+                "(it holds the values to restore)"
+            )
     module.exit_json(
         changed=False,
         supported=os.path.isdir(THP_DIR),
         settings=read_settings(),
-        systemd={"running": os.path.isdir("/run/systemd/system"), "installed": os.path.isdir("/etc/systemd/system")},
+        systemd={
+            "running": os.path.isdir("/run/systemd/system"),
+            "installed": os.path.isdir("/etc/systemd/system"),
+            "wants_dir_exists": os.path.isdir(params["wants_dir"]),
+            "unit_exists": os.path.exists(os.path.join("/etc/systemd/system", params["own_unit"])),
+        },
+        recorded=recorded,
         bootloader=boot,
         booted_option=booted,
         conflicts=(

@@ -1,0 +1,237 @@
+"""roles/hugepages/module_utils/preflight_hugepages.py: the planner, without Ansible and without a kernel.
+
+The host shapes below are written from real files (this machine's /proc/buddyinfo and /proc/mounts lines,
+Debian's /etc/default/grub); what cannot be produced on demand on a real kernel (a fragmented node, a
+2-node machine) is tested here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+MODULE = Path(__file__).resolve().parents[2] / "roles" / "hugepages" / "module_utils" / "preflight_hugepages.py"
+spec = importlib.util.spec_from_file_location("preflight_hugepages", MODULE)
+hp = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = hp  # dataclasses look their module up there
+spec.loader.exec_module(hp)
+
+# This VM: 24 GiB, one node, plenty of large free blocks.
+BUDDY_ROOMY = """\
+Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3
+Node 0, zone    DMA32      2      3      0      2      3      2      1      4      4      2    752
+Node 0, zone   Normal      2      3      0    970   2210   1194   1169     64     20      7     20
+"""
+# The same node after a long uptime: lots of free memory, almost nothing contiguous at order 9 and above.
+BUDDY_FRAGMENTED = """\
+Node 0, zone      DMA      0      0      0      0      0      0      0      0      0      0      0
+Node 0, zone    DMA32   9000   8000   4000   2000    800    100     10      1      0      0      0
+Node 0, zone   Normal 900000 500000 200000  60000  10000   2000    300     40      3      1      0
+"""
+PATHS = {
+    "fstab": "/etc/fstab",
+    "sysctl_file": "/etc/sysctl.d/80-preflight-hugepages.conf",
+    "unit_dir": "/etc/systemd/system",
+    "grub_default": "/etc/default/grub",
+}
+
+
+def host(**overrides) -> hp.Host:
+    base = dict(
+        meminfo_kb={"MemTotal": 24683656, "MemFree": 21000000, "Hugepagesize": 2048},
+        default_size_kb=2048,
+        sizes_kb=[2048, 1048576],
+        pools={2048: {"total": 0, "nodes": {0: 0}}, 1048576: {"total": 0, "nodes": {0: 0}}},
+        nodes=[0],
+        node_memfree_kb={0: 21000000},
+        buddyinfo=hp.parse_buddyinfo(BUDDY_ROOMY),
+        cpu_flags={"pdpe1gb", "pse"},
+        mounts=[],
+        cmdline="console=ttyS0 quiet",
+        fstab_text="# UNCONFIGURED FSTAB FOR BASE SYSTEM\n",
+        files={},
+        users={"root": 0},
+        groups={"root": 0},
+        bootloader={"kind": "none", "detail": "no bootloader configuration found (/etc/default/grub does not exist)"},
+    )
+    base.update(overrides)
+    return hp.Host(**base)
+
+
+def params(**overrides) -> dict:
+    base = {"count": None, "per_node": None, "size": "2M", "max_percent": 50, "mounts": [], "paths": PATHS}
+    base.update(overrides)
+    return base
+
+
+def test_cap_allows_exactly_the_limit_and_names_the_numbers_above_it():
+    limit_pages = 24683656 * 50 // 100 // 2048
+    assert hp.validate(params(count=limit_pages), host()) == []
+    assert hp.validate(params(count=limit_pages + 1), host()) == [
+        f"hugepages_count={limit_pages + 1} asks for {(limit_pages + 1) * 2} MiB of 2M pages; with 0 MiB already "
+        "reserved in other page sizes that is 50.0% of this host's MemTotal of 24105 MiB, above "
+        f"hugepages_max_percent_of_memory=50 (at most {limit_pages} pages of 2M). "
+        "Lower hugepages_count or raise hugepages_max_percent_of_memory."
+    ]
+
+
+def test_cap_counts_pages_already_reserved_in_the_other_size():
+    pools = {2048: {"total": 0, "nodes": {0: 0}}, 1048576: {"total": 10, "nodes": {0: 10}}}
+    errors = hp.validate(params(count=1024), host(pools=pools))
+    assert len(errors) == 1 and "with 10240 MiB already reserved in other page sizes" in errors[0]
+
+
+def test_per_node_cap_keeps_the_nodes_not_named():
+    two = host(nodes=[0, 1], pools={2048: {"total": 5000, "nodes": {0: 0, 1: 5000}}, 1048576: {"total": 0}})
+    errors = hp.validate(params(per_node={0: 1100}), two)
+    assert errors and errors[0].startswith("hugepages_per_node={0: 1100} asks for 12200 MiB of 2M pages")
+
+
+def test_booleans_and_words_are_not_counts():
+    errors = hp.validate(params(count=True, max_percent="half"), host())
+    assert "hugepages_count=True must be a whole number >= 0, or null to leave hugepages alone" in errors
+    assert "hugepages_max_percent_of_memory='half' must be a whole number from 1 to 100" in errors
+
+
+def test_one_gib_pages_need_the_cpu_flag():
+    errors = hp.validate(params(size="1G", count=1), host(cpu_flags={"pse"}))
+    assert errors == ["hugepages_size=1G: this CPU lacks the pdpe1gb flag, so it has no 1 GiB pages; use 2M"]
+
+
+def test_fstab_keeps_every_other_byte_and_replaces_only_its_own_line():
+    text = (
+        "# static\nUUID=1 / ext4 defaults 0 1\nhugetlbfs /mnt/huge hugetlbfs pagesize=1G 0 0\n#hugetlbfs /x hugetlbfs"
+    )
+    wanted = {"/mnt/huge": "hugetlbfs /mnt/huge hugetlbfs pagesize=2M,mode=0755,uid=0,gid=0 0 0"}
+    assert hp.edit_fstab(text, wanted) == (
+        "# static\nUUID=1 / ext4 defaults 0 1\nhugetlbfs /mnt/huge hugetlbfs pagesize=2M,mode=0755,uid=0,gid=0 0 0\n"
+        "#hugetlbfs /x hugetlbfs"
+    )
+    assert hp.edit_fstab("UUID=1 / ext4 defaults 0 1", {"/a": "hugetlbfs /a hugetlbfs pagesize=2M 0 0"}) == (
+        "UUID=1 / ext4 defaults 0 1\nhugetlbfs /a hugetlbfs pagesize=2M 0 0\n"
+    )
+    assert hp.edit_fstab(text, {"/mnt/huge": None}) == "# static\nUUID=1 / ext4 defaults 0 1\n#hugetlbfs /x hugetlbfs"
+
+
+def test_proc_mounts_spelling_matches_the_requested_options():
+    [mount] = hp.parse_hugetlbfs_mounts("none /tmp/hpt hugetlbfs rw,relatime,mode=770,pagesize=2M 0 0\n")
+    wanted = {"pagesize": "2M", "mode": "0770", "uid": "0", "gid": "0"}
+    assert mount["path"] == "/tmp/hpt" and hp.mounted_as_wanted(mount["options"], wanted)
+    assert not hp.mounted_as_wanted(mount["options"], wanted | {"mode": "1770"})
+    assert not hp.mounted_as_wanted(mount["options"], wanted | {"pagesize": "1G"})
+
+
+@pytest.mark.parametrize(
+    ("before", "tokens", "after"),
+    [
+        (
+            'GRUB_CMDLINE_LINUX=""\n',
+            ["hugepagesz=1G", "hugepages=4"],
+            'GRUB_CMDLINE_LINUX="hugepagesz=1G hugepages=4"\n',
+        ),
+        (
+            'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=2 hugepagesz=2M hugepages=8"\n',
+            ["hugepagesz=1G", "hugepages=0:2,1:2"],
+            'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepagesz=2M hugepages=8 hugepagesz=1G hugepages=0:2,1:2"\n',
+        ),
+        ('GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=2"\n', None, 'GRUB_CMDLINE_LINUX="quiet"\n'),
+        (
+            "GRUB_TIMEOUT=5",
+            ["hugepagesz=1G", "hugepages=1"],
+            'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX="hugepagesz=1G hugepages=1"\n',
+        ),
+    ],
+)
+def test_grub_cmdline_pair_is_replaced_in_place(before, tokens, after):
+    assert hp.edit_grub_cmdline(before, "1G", tokens) == after
+
+
+def test_total_of_the_default_size_persists_in_sysctl_and_per_node_in_a_unit():
+    plan = hp.plan(params(count=64), host())
+    sysctl = next(f for f in plan["files"] if f["role"] == "sysctl")
+    assert sysctl["content"].endswith("\nvm.nr_hugepages = 64\n") and sysctl["changed"]
+    assert [s["path"] for s in plan["settings"]] == ["/proc/sys/vm/nr_hugepages"]
+    assert next(f for f in plan["files"] if f["role"] == "unit")["state"] == "absent"
+
+    plan = hp.plan(params(per_node={"0": 32}), host())
+    unit = next(f for f in plan["files"] if f["role"] == "unit")
+    assert (
+        "ExecStart=/bin/sh -c 'echo 32 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages'"
+        in (unit["content"])
+    )
+    assert next(f for f in plan["files"] if f["role"] == "sysctl")["state"] == "absent"
+
+
+def test_one_gib_pages_go_on_the_grub_cmdline_and_ask_for_a_reboot():
+    grub = {"kind": "grub", "path": "/etc/default/grub", "regenerate": ["update-grub"]}
+    files = {"/etc/default/grub": {"exists": True, "content": 'GRUB_CMDLINE_LINUX="quiet"\n', "mode": "0644"}}
+    plan = hp.plan(params(size="1G", count=4), host(bootloader=grub, files=files))
+    edited = next(f for f in plan["files"] if f["role"] == "grub")
+    assert edited["content"] == 'GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=4"\n'
+    assert plan["reboot_required"] is True
+    assert [p["method"] for p in plan["persistence"]] == ["kernel_cmdline"]
+
+    booted = host(bootloader=grub, files=files, cmdline="quiet hugepagesz=1G hugepages=4")
+    assert hp.plan(params(size="1G", count=4), booted)["reboot_required"] is False
+
+
+def test_conflicting_sysctl_files_are_reported_with_who_wins():
+    sources = {
+        "/etc/sysctl.d/90-hugepages.conf": "vm.nr_hugepages = 2048\n",
+        "/usr/lib/sysctl.d/50-vendor.conf": "vm.nr_hugepages=16\n",
+        "/etc/sysctl.d/80-preflight-hugepages.conf": "vm.nr_hugepages = 64\n",
+    }
+    found = hp.conflicts(params(count=64), host(sysctl_sources=sources, cmdline="hugepages=8"), PATHS["sysctl_file"])
+    assert [(c["source"], c["value"], c["effect"].split(":")[0]) for c in found] == [
+        ("/etc/sysctl.d/90-hugepages.conf", "2048", "applied after Preflight's file at boot"),
+        ("/usr/lib/sysctl.d/50-vendor.conf", "16", "applied before Preflight's file at boot"),
+        (
+            "/proc/cmdline",
+            "hugepages=8",
+            "the kernel reserves these pages at boot; Preflight's sysctl or unit then resizes the pool",
+        ),
+    ]
+
+
+def _short_plan(asked: int, host_: hp.Host) -> dict:
+    plan = hp.plan(params(count=asked), host_)
+    return plan
+
+
+def test_shortfall_on_fragmented_memory_says_so_with_the_numbers():
+    fragmented = host(
+        buddyinfo=hp.parse_buddyinfo(BUDDY_FRAGMENTED),
+        pools={2048: {"total": 7, "nodes": {0: 7}}, 1048576: {"total": 0}},
+    )
+    short = hp.shortfall(_short_plan(512, host()), fragmented)
+    assert (short["asked"], short["got"]) == (512, 7)
+    assert short["why"].startswith("memory too fragmented: 505 more pages needed, 1 free contiguous blocks (node0: ")
+    assert "20507 MiB free, 1 free 2M blocks, from /proc/buddyinfo)" in short["why"]
+
+
+def test_shortfall_without_enough_free_memory_says_so():
+    starved = host(node_memfree_kb={0: 100 * 1024}, pools={2048: {"total": 40, "nodes": {0: 40}}, 1048576: {}})
+    short = hp.shortfall(_short_plan(512, host()), starved)
+    assert short["why"].startswith("not enough free memory: 944 MiB more needed, 100 MiB free")
+
+
+def test_shortfall_that_free_memory_does_not_explain_points_at_another_writer():
+    short = hp.shortfall(_short_plan(64, host()), host())
+    assert (short["asked"], short["got"]) == (64, 0)
+    assert short["why"].startswith("neither free memory nor fragmentation explains it")
+
+
+def test_no_shortfall_when_the_kernel_kept_every_page():
+    full = host(pools={2048: {"total": 64, "nodes": {0: 64}}, 1048576: {}})
+    assert hp.shortfall(_short_plan(64, host()), full) is None
+
+
+def test_snapshot_keeps_the_first_recorded_value():
+    first = hp.snapshot(hp.plan(params(count=64), host()), host(), None)
+    assert first["settings"]["/proc/sys/vm/nr_hugepages"]["value"] == 0
+    later_host = host(pools={2048: {"total": 64, "nodes": {0: 64}}, 1048576: {}})
+    second = hp.snapshot(hp.plan(params(count=128), later_host), later_host, first)
+    assert second["settings"]["/proc/sys/vm/nr_hugepages"]["value"] == 0
