@@ -251,6 +251,7 @@ class ThpSwitch:
     def __init__(self, path: Path | None = None):
         self.path = path or THP_ENABLED
         self.original: str | None = None
+        self.last_written: str | None = None
 
     def read(self) -> str | None:
         try:
@@ -273,6 +274,7 @@ class ThpSwitch:
 
     def set(self, value: str) -> str:
         self.remember()
+        self.last_written = value
         try:
             self.path.write_text(value + "\n")
         except OSError as exc:
@@ -283,18 +285,22 @@ class ThpSwitch:
         return now
 
     def restore(self) -> dict:
-        """Put the original back; returns what happened, for the results."""
+        """Put the original back, always; returns what happened, for the results. `found` is the value before
+        the restore: one that is neither the original nor the A/B's last write was written by someone else."""
+        found = self.read()
+        out = {"path": str(self.path), "original": self.original, "found": found,
+               "written_by_someone_else": found not in (self.original, self.last_written), "final": found,
+               "restored": None, "error": None}
         if self.original is None:
-            return {"path": str(self.path), "original": None, "final": self.read(), "restored": None, "error": None}
-        error = None
-        if self.read() != self.original:
+            return out
+        if found != self.original:
             try:
                 self.path.write_text(self.original + "\n")
             except OSError as exc:
-                error = f"could not write {self.original!r} back to {self.path}: {exc.strerror}"
-        final = self.read()
-        return {"path": str(self.path), "original": self.original, "final": final,
-                "restored": final == self.original, "error": error}
+                out["error"] = f"could not write {self.original!r} back to {self.path}: {exc.strerror}"
+        out["final"] = self.read()
+        out["restored"] = out["final"] == self.original
+        return out
 
 
 def page_cache_bytes() -> int | None:
@@ -703,7 +709,9 @@ def main(argv: list[str]) -> int:
         ok = thp_restore["restored"] is not False
         verdicts.append(result.verdict(
             "thp_restored", "pass" if ok else "fail",
-            f"THP enabled is back to {thp_restore['original']!r} ({thp.path})" if ok else
+            f"THP enabled is back to {thp_restore['original']!r} ({thp.path})"
+            + (f"; it was {thp_restore['found']!r} before the restore, a value something else on this host wrote"
+               if thp_restore["written_by_someone_else"] else "") if ok else
             f"THP enabled is {thp_restore['final']!r}, not the original {thp_restore['original']!r}: "
             f"{thp_restore['error'] or 'it changed again'}; set it by hand: echo {thp_restore['original']} > "
             f"{thp.path}"))

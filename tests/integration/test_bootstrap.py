@@ -168,8 +168,9 @@ def test_bad_level_is_rejected_before_anything_changes(ssh_fleet, tmp_path, rest
     proc = run_playbook("playbooks/bootstrap.yml", inventory)
     assert proc.returncode != 0
     assert read_sysfs() == before
-    error = host_documents(tmp_path)["node1"]["error"]
-    assert "preflight_level: 'thorough' is not a level; allowed: quick, standard, full" in error["msg"]
+    assert ("node1: preflight_level / probe_plan rejected, nothing was changed: preflight_level: 'thorough' "
+            "is not a level; allowed: quick, standard, full") in " ".join(proc.stdout.split())
+    assert "Set THP" not in proc.stdout and "thp :" not in proc.stdout, "tuning ran after the plan was rejected"
 
 
 @pytest.mark.slow

@@ -125,6 +125,7 @@ def test_unreachable_host_is_a_row_with_its_error(site_run):
     assert dead["error"]["task"] == "ping"
     assert "127.0.0.254" in dead["error"]["msg"] and "Connection refused" in dead["error"]["msg"]
     assert dead["facts"] is None
+    assert dead["level"] == "quick"  # site.yml's level, though the host recorded no run
     summary = json.loads((run_dir / "summary.json").read_text())
     row = next(r for r in summary["hosts"] if r["host"] == "dead1")
     assert (row["status"], row["verdict"]) == ("unreachable", "fail")

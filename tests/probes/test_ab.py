@@ -154,9 +154,19 @@ def test_thp_switch_sets_verifies_and_restores_the_value_it_found(tmp_path):
     thp = ThpSwitch(path)
     assert thp.set("always") == "always"
     assert thp.original == "madvise"
-    assert thp.restore() == {"path": str(path), "original": "madvise", "final": "madvise", "restored": True,
-                             "error": None}
+    assert thp.restore() == {"path": str(path), "original": "madvise", "found": "always",
+                             "written_by_someone_else": False, "final": "madvise", "restored": True, "error": None}
     assert thp.restore()["restored"] is True  # twice is harmless
+
+
+def test_thp_switch_restores_over_a_value_someone_else_wrote_and_says_so(tmp_path):
+    path = tmp_path / "enabled"
+    path.write_text("always [madvise] never\n")
+    thp = ThpSwitch(path)
+    thp.set("never")
+    path.write_text("always\n")  # another tool on the host
+    out = thp.restore()
+    assert (out["found"], out["written_by_someone_else"], out["final"]) == ("always", True, "madvise")
 
 
 def test_thp_switch_refusal_is_an_error_naming_the_file(tmp_path):
@@ -324,6 +334,21 @@ def test_a_later_run_continues_the_rounds_and_pools_the_starts(fake_thp, monkeyp
     assert [s["source"] is not None for s in doc["results"]["starts"]] == [True, True, False, False]
 
 
+def test_the_time_budget_stops_between_whole_rounds(fake_thp, monkeypatch, capsys):
+    import time
+
+    def slow(planned, rec):
+        time.sleep(0.2)
+        rec.ready_s = 1.0
+
+    monkeypatch.setattr(ab, "one_start", _fake_start(slow))
+    assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "3", "--time-budget-s", "0.6",
+                    "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [s["arm"] for s in doc["results"]["starts"]] == ["always", "never"]
+    assert doc["results"]["stopped_early"].startswith("time budget 0.6 s: 1 of 3 rounds ran in ")
+
+
 def test_continuing_from_a_run_with_other_settings_is_refused(fake_thp, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(ab, "one_start", _fake_start(lambda planned, rec: setattr(rec, "ready_s", 1.0)))
     assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "1", "--json"]) == 0
@@ -403,8 +428,8 @@ def test_thp_ab_restores_the_original_value_when_the_start_fails(tiny_model):
     assert thp.read() == original
     assert proc.returncode == 1
     result.validate(doc)
-    assert doc["results"]["thp_restore"] == {"path": str(ab.THP_ENABLED), "original": original, "final": original,
-                                             "restored": True, "error": None}
+    restore = doc["results"]["thp_restore"]
+    assert (restore["original"], restore["final"], restore["restored"]) == (original, original, True)
     (start,) = doc["results"]["starts"]  # the first failure stops the A/B
     assert start["setup"] == {"thp_enabled_written": arms[0]} and start["thp_enabled_at_start"] == arms[0]
     assert start["error"].startswith("vLLM exited with status")

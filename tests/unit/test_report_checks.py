@@ -394,3 +394,14 @@ def test_checks_are_pure(tmp_path):
     before = repr(doc)
     assert checks.run_checks(doc) == checks.run_checks(doc) == doc["checks"]
     assert repr(doc) == before
+
+
+def test_a_multi_line_error_becomes_one_line(tmp_path):
+    failure = {
+        "task": "Validating arguments against arg spec 'main'",
+        "msg": "Validation of arguments failed:\nvalue of thp_enabled must be one of: always, madvise, never",
+    }
+    doc = s.one(s.host("node3", failure=failure), tmp_path)
+    assert doc["error"]["msg"] == (
+        "Validation of arguments failed: value of thp_enabled must be one of: always, madvise, never"
+    )

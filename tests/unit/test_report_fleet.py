@@ -128,7 +128,7 @@ def test_unavailable_persistence_method_recommends_dropping_it_for_this_host(tmp
         ["systemd"],
         ["systemd", "kernel_cmdline"],
     )
-    assert "host_vars/node1.yml" in rec["reason"]
+    assert "Set it in host_vars/<host>.yml (or group_vars/<class>.yml" in rec["reason"]
     assert {"what": "kernel_cmdline persistence", "value": "unavailable", "unit": None} in rec["evidence"]
 
 

@@ -62,3 +62,15 @@ def test_group_vars_document_every_threshold_with_the_built_in_defaults():
     thresholds = s.module_util("preflight.report.thresholds")
     documented = yaml.safe_load((Path(__file__).resolve().parents[2] / "group_vars" / "all.yml").read_text())
     assert documented["preflight_thresholds"] == thresholds.DEFAULTS
+
+
+def test_every_group_file_has_valid_thresholds():
+    import yaml
+
+    thresholds = s.module_util("preflight.report.thresholds")
+    files = sorted((Path(__file__).resolve().parents[2] / "group_vars").glob("*.yml"))
+    overrides = {f.name: yaml.safe_load(f.read_text()).get("preflight_thresholds") for f in files}
+    assert any(overrides.values())
+    for name, value in overrides.items():
+        if value is not None:
+            thresholds.resolve(value)  # raises, naming the key, on a typo or a wrong type

@@ -39,11 +39,12 @@ def _status_and_error(item: dict) -> tuple[str, dict | None]:
 
 
 def _clean(text) -> str:
+    """One line: messages end up in list items, table cells and JUnit attributes."""
     if text is None:
         return ""
     if not isinstance(text, str):
         text = json.dumps(text, default=str)
-    return text.strip()
+    return " ".join(text.split())
 
 
 def _plain(value):

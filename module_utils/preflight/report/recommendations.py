@@ -200,10 +200,10 @@ def _persist_methods_unavailable(doc: dict) -> list[dict]:
             "thp_persist",
             keep,
             current,
-            f"{', '.join(e['method'] for e in missing)} cannot persist THP on {doc['host']} "
+            f"{', '.join(e['method'] for e in missing)} cannot persist THP on this host "
             f"({'; '.join(e.get('detail') or 'unavailable' for e in missing)}); {', '.join(working)} already does. "
-            f"Set thp_persist: {keep} in host_vars/{doc['host']}.yml so the report stops warning, or give the node the "
-            "missing piece (for kernel_cmdline: a GRUB config).",
+            f"Set it in host_vars/<host>.yml (or group_vars/<class>.yml when the whole class is built this way) so "
+            "the report stops warning, or give the node the missing piece (for kernel_cmdline: a GRUB config).",
             [_ev(f"{e['method']} persistence", e["state"]) for e in entries],
         )
     ]
