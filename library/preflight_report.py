@@ -51,9 +51,10 @@ options:
         description: Hosts are compared for outliers within their class; default the first group.
         type: str
       level:
-        description: Certification level the host ran at.
+        description:
+          - Certification level the host ran at (quick, standard or full); C(run.level) wins.
+          - Any other value makes the host a failed row that names the variable, not a failed module.
         type: str
-        choices: [quick, standard, full]
         default: quick
       ping:
         description: The registered result of the first ping (C(unreachable) and C(msg) are read).
@@ -90,6 +91,7 @@ options:
           - C(preflight_run) as the entry playbooks record it (level, budget, planned, ran, failed, skipped with
             the reason, phases with their seconds). Its level wins over O(hosts[].level).
         type: dict
+        default: {}
   run_id:
     description:
       - Name of the run directory; default a time-sortable id such as C(20261123T151700Z-3fa2).
@@ -196,7 +198,7 @@ HOST_SPEC = dict(
     host=dict(type="str", required=True),
     groups=dict(type="list", elements="str", default=[]),
     gpu_class=dict(type="str"),
-    level=dict(type="str", choices=["quick", "standard", "full"], default="quick"),
+    level=dict(type="str", default="quick"),
     ping=dict(type="dict"),
     failure=dict(type="dict"),
     facts=dict(type="dict"),
@@ -209,19 +211,19 @@ HOST_SPEC = dict(
 )
 
 
+ARGUMENT_SPEC = dict(
+    report_dir=dict(type="path", required=True),
+    hosts=dict(type="list", elements="dict", required=True, options=HOST_SPEC),
+    run_id=dict(type="str"),
+    prometheus_dir=dict(type="path"),
+    compare_history=dict(type="bool", default=True),
+    outlier_score=dict(type="float", default=3.5),
+    outlier_min_relative=dict(type="float", default=0.1),
+)
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            report_dir=dict(type="path", required=True),
-            hosts=dict(type="list", elements="dict", required=True, options=HOST_SPEC),
-            run_id=dict(type="str"),
-            prometheus_dir=dict(type="path"),
-            compare_history=dict(type="bool", default=True),
-            outlier_score=dict(type="float", default=3.5),
-            outlier_min_relative=dict(type="float", default=0.1),
-        ),
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     report_dir = os.path.abspath(p["report_dir"])
     try:

@@ -179,8 +179,12 @@ def summary_line(arm: str, metric: str, s: dict) -> str:
     """'jemalloc ready_s: median 41.2 s, IQR 3.1 (7.5 %), n=4, CI 39.9-44.0' for people."""
     if not s["n"]:
         return f"{arm} {metric}: not measured (no start of this arm counted)"
-    spread = (f"IQR {_fmt(s['iqr'])} ({100 * s['iqr'] / abs(s['median']):.1f} %)"
-              if s["iqr"] is not None and s["median"] else "IQR -")
+    if s["n"] == 1:
+        spread = "one start, no spread"
+    elif s["iqr"] is not None and s["median"]:
+        spread = f"IQR {_fmt(s['iqr'])} ({100 * s['iqr'] / abs(s['median']):.1f} %)"
+    else:
+        spread = "IQR -"
     ci = "" if s["ci_low"] is None else f", CI of median {_fmt(s['ci_low'])}-{_fmt(s['ci_high'])}"
     return f"{arm} {metric}: median {_fmt(s['median'])} {s['unit']}, {spread}, n={s['n']}{ci}"
 

@@ -224,11 +224,6 @@ def test_request_over_the_memory_cap_is_refused_before_any_change(sandbox):
     assert sandbox.fstab.read_text() == FSTAB and not sandbox.mount.exists()
     assert not SYSCTL_FILE.exists() and not sandbox.state.exists()
 
-    # exactly at the cap is allowed: the same check passes (checked in check mode, nothing is reserved)
-    proc = sandbox.run({"hugepages_count": max_pages}, "--check")
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert NR_HUGEPAGES.read_text() == before
-
 
 def test_every_bad_value_is_named_in_one_failure(sandbox):
     bad = {

@@ -225,7 +225,10 @@ def test_system_scope_edits_the_preload_file_and_rollback_restores_it_byte_for_b
     result = sandbox.result()
     assert [p["method"] for p in result["persistence"]] == ["systemd_dropin", "ld.so.preload"]
     assert result["persistence"][1]["state"] == "installed"
-    assert "is not the loader's /etc/ld.so.preload, so no process was started to check it" in result["verify_detail"]
+    assert (
+        f"{sandbox.preload} is not /etc/ld.so.preload (the file the loader reads), "
+        "so no process was started to check it" in result["verify_detail"]
+    )
 
     proc = sandbox.run({**variables, "jemalloc_enabled": False})
     assert proc.returncode == 0, proc.stdout[-4000:]

@@ -131,12 +131,13 @@ def test_a_length_that_does_not_fit_is_a_result():
 
 
 @pytest.mark.slow
-def test_kv_cli_three_starts_on_vllm_cpu(tiny_model):
+def test_kv_cli_three_starts_on_vllm_cpu(tiny_model, tmp_path):
     """2048 and 1024 at 2 MiB (both fit: 4096 tokens), then 2048 at 1 MiB (does not fit: 1920 is the largest)."""
     require_vllm()
     proc = subprocess.run(
         [sys.executable, "-m", "probes", "kv", "--model", str(tiny_model), "--enforce-eager",
-         "--max-model-len", "2048,1024", "--kv-budget", "2MiB,1MiB", "--ready-timeout-s", "900", "--json"],
+         "--max-model-len", "2048,1024", "--kv-budget", "2MiB,1MiB", "--ready-timeout-s", "900",
+         "--log-dir", str(tmp_path), "--json"],
         capture_output=True, text=True, timeout=3000, env=probe_env(),
     )
     doc = json.loads(proc.stdout)
@@ -164,4 +165,4 @@ def test_kv_cli_three_starts_on_vllm_cpu(tiny_model):
     assert statuses["bytes_per_token_vs_theory"] == "pass" and statuses["fits_len2048"] == "info"
     assert statuses["server_stopped"] == "pass"
     for c in configs:
-        assert Path(c["log_path"]).exists()
+        assert Path(c["log_path"]).parent == tmp_path and Path(c["log_path"]).exists()

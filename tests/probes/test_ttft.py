@@ -147,7 +147,7 @@ def test_ttft_against_the_session_server_matches_its_own_histogram_counts(vllm_s
 
 
 @pytest.mark.slow
-def test_ttft_cli_with_its_own_server_reports_the_cold_start(tiny_model):
+def test_ttft_cli_with_its_own_server_reports_the_cold_start(tiny_model, tmp_path):
     require_vllm()
     import subprocess
     import sys
@@ -155,7 +155,7 @@ def test_ttft_cli_with_its_own_server_reports_the_cold_start(tiny_model):
     proc = subprocess.run(
         [sys.executable, "-m", "probes", "ttft", "--model", str(tiny_model), "--enforce-eager",
          "--kv-budget", SERVER_KV_BUDGET, "--max-model-len", str(SERVER_MAX_MODEL_LEN), "-n", "10",
-         "--max-tokens", "16", "--ready-timeout-s", "900", "--json"],
+         "--max-tokens", "16", "--ready-timeout-s", "900", "--log-dir", str(tmp_path), "--json"],
         capture_output=True, text=True, timeout=1500, env=probe_env(),
     )
     doc = json.loads(proc.stdout)

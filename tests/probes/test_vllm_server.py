@@ -169,10 +169,10 @@ def test_session_server_is_ready_and_reports_its_start(vllm_server):
 
 
 @pytest.mark.slow
-def test_group_is_gone_after_an_exception_inside_the_with_block(tiny_model):
+def test_group_is_gone_after_an_exception_inside_the_with_block(tiny_model, tmp_path):
     require_vllm()
     srv = VllmServer(ServerSpec(model=str(tiny_model), max_model_len=1024, kv_budget=parse_kv_budget("64MiB"),
-                                enforce_eager=True, ready_timeout_s=READY_TIMEOUT_S))
+                                enforce_eager=True, ready_timeout_s=READY_TIMEOUT_S, log_path=tmp_path / "vllm.log"))
     with pytest.raises(RuntimeError, match="boom"), srv:
         pgid = srv.pgid
         assert len(group_members(pgid)) >= 3
@@ -182,9 +182,10 @@ def test_group_is_gone_after_an_exception_inside_the_with_block(tiny_model):
 
 
 @pytest.mark.slow
-def test_group_is_gone_when_the_ready_deadline_passes(tiny_model):
+def test_group_is_gone_when_the_ready_deadline_passes(tiny_model, tmp_path):
     require_vllm()
-    srv = VllmServer(ServerSpec(model=str(tiny_model), kv_budget=parse_kv_budget("64MiB"), ready_timeout_s=3.0))
+    srv = VllmServer(ServerSpec(model=str(tiny_model), kv_budget=parse_kv_budget("64MiB"), ready_timeout_s=3.0,
+                                log_path=tmp_path / "vllm.log"))
     with pytest.raises(ServerStartError, match=r"not ready within 3 s .*raise --ready-timeout-s"), srv:
         pass
     assert srv.stop_report.confirmed_gone
@@ -192,9 +193,10 @@ def test_group_is_gone_when_the_ready_deadline_passes(tiny_model):
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_probe_while_vllm_starts_stops_the_group(tiny_model):
+def test_sigterm_to_the_probe_while_vllm_starts_stops_the_group(tiny_model, tmp_path):
     require_vllm()
-    probe = start_probe("server", "--model", str(tiny_model), "--kv-budget", "64MiB", "--enforce-eager", "--json")
+    probe = start_probe("server", "--model", str(tiny_model), "--kv-budget", "64MiB", "--enforce-eager",
+                        "--log-dir", str(tmp_path), "--json")
     # Wait for the server process of the probe to exist, then terminate the probe mid-start.
     deadline = time.monotonic() + 120
     kids: list[int] = []
@@ -215,12 +217,12 @@ def test_sigterm_to_the_probe_while_vllm_starts_stops_the_group(tiny_model):
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_running_server_probe_stops_the_group_and_reports(tiny_model):
+def test_sigterm_to_a_running_server_probe_stops_the_group_and_reports(tiny_model, tmp_path):
     """`python -m probes server --hold-s`: ready, LD_PRELOAD checked in every server process, then SIGTERM."""
     require_vllm()
     env_args = ["--server-env", f"LD_PRELOAD={JEMALLOC}"] if JEMALLOC.exists() else []
     probe = start_probe("server", "--model", str(tiny_model), "--kv-budget", "64MiB", "--max-model-len", "1024",
-                        "--enforce-eager", "--hold-s", "900", *env_args, "--json")
+                        "--enforce-eager", "--hold-s", "900", *env_args, "--log-dir", str(tmp_path), "--json")
     line = wait_for_stderr_line(probe, "vLLM ready at", READY_TIMEOUT_S)
     pgid = int(line.split("process group ")[1].split(",")[0])
     assert len(group_members(pgid)) >= 3

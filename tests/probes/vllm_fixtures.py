@@ -30,7 +30,7 @@ def require_vllm() -> None:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tiny_model):
+def vllm_server(tiny_model, tmp_path_factory):
     """A ready VllmServer on the tiny model; stopped at the end of the session, and checked to be gone."""
     require_vllm()
     from probes.server import ServerSpec, VllmServer, group_members, parse_kv_budget
@@ -41,6 +41,7 @@ def vllm_server(tiny_model):
         kv_budget=parse_kv_budget(SERVER_KV_BUDGET),
         enforce_eager=True,
         ready_timeout_s=READY_TIMEOUT_S,
+        log_path=tmp_path_factory.mktemp("vllm-session") / "vllm.log",
     )
     srv = VllmServer(spec)
     with srv:

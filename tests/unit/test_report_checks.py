@@ -405,3 +405,19 @@ def test_a_multi_line_error_becomes_one_line(tmp_path):
     assert doc["error"]["msg"] == (
         "Validation of arguments failed: value of thp_enabled must be one of: always, madvise, never"
     )
+
+
+def test_bad_report_variables_fail_that_host_only(tmp_path):
+    items = [
+        s.host("node1", thresholds={"ttft_warm_ms": {"warn": "fast"}}),
+        s.host("node2", level="thorough"),
+        s.host("node3"),
+    ]
+    docs = {d["host"]: d for d in s.build(items, tmp_path)["docs"]}
+    assert docs["node1"]["status"] == "failed"
+    assert docs["node1"]["error"]["msg"].startswith(
+        "preflight_thresholds.ttft_warm_ms.warn must be a number or null, got 'fast'. Fix it in the inventory"
+    )
+    assert docs["node2"]["status"] == "failed" and docs["node2"]["level"] == "quick"
+    assert "preflight_level is 'thorough'; use one of quick, standard, full" in docs["node2"]["error"]["msg"]
+    assert docs["node3"]["status"] == "ok"

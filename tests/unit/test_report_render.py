@@ -263,3 +263,22 @@ def test_prometheus_textfile_parses_and_carries_host_labels(run_dir):
     assert value("preflight_phase_seconds", host="node1", phase="tune") == 4.2
     assert not [k for k in samples if k[0] == "preflight_probe_median" and ("host", "node3") in k[1]]
     assert not [k for k in samples if k[0] == "preflight_gpus" and ("host", "dead1") in k[1]]
+
+
+def test_a_probe_that_was_skipped_says_why(tmp_path):
+    run = {
+        "level": "standard",
+        "planned": [],
+        "ran": [],
+        "failed": [],
+        "phases": [],
+        "skipped": [
+            {"probe": "ttft", "reason": "skipped: vLLM does not import in the probe runtime"},
+            {"probe": "probes", "reason": "site.yml tunes and reads back only"},
+        ],
+    }
+    md = s.build([s.host("node1", run=run)], tmp_path)["outputs"]["node1.md"]
+    assert (
+        "### Time to first token: cold vs warm\n\nNot run (skipped: vLLM does not import in the probe runtime).\n" in md
+    )
+    assert "### Model load: cold vs warm\n\nNot run (site.yml tunes and reads back only).\n" in md

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from tests.unit import report_samples as s
 
@@ -73,4 +74,7 @@ def test_every_group_file_has_valid_thresholds():
     assert any(overrides.values())
     for name, value in overrides.items():
         if value is not None:
-            thresholds.resolve(value)  # raises, naming the key, on a typo or a wrong type
+            try:
+                thresholds.resolve(value)
+            except thresholds.ThresholdError as exc:
+                pytest.fail(f"group_vars/{name}: {exc}")

@@ -49,7 +49,11 @@ def sections(doc: dict) -> list[dict]:
     for kind, title in SECTIONS + [(k, k) for k in sorted(by_kind) if k not in known]:
         names = by_kind.get(kind, [])
         if not names:
-            reason = skipped.get(kind) or next((r for p, r in skipped.items() if p and p.startswith(kind)), None)
+            reason = (
+                skipped.get(kind)
+                or next((r for p, r in skipped.items() if p and p.startswith(kind)), None)
+                or skipped.get("probes")  # the whole probe phase was left out
+            )
             out.append(
                 {"probe": kind, "title": title, "ran": False, "charts": [], "rows": [], "notes": [], "reason": reason}
             )

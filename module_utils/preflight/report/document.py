@@ -62,8 +62,24 @@ def build(item: dict, run_id: str, time: str) -> dict:
     run = item.get("run") if fresh else None
     if run and run.get("level"):
         level = run["level"]
+    # A bad report variable fails this host's row, not the whole run's report.
+    problems = []
     if level not in LEVELS:
-        raise ValueError(f"{item.get('host')}: preflight_level is {level!r}; use one of {', '.join(LEVELS)}")
+        problems.append(f"preflight_level is {level!r}; use one of {', '.join(LEVELS)}")
+        level = "quick"
+    if run:
+        run = dict(run, level=level)
+    try:
+        thresholds = thresholds_mod.resolve(item.get("thresholds"))
+    except thresholds_mod.ThresholdError as exc:
+        problems.append(str(exc))
+        thresholds = thresholds_mod.resolve(None)
+    if problems and fresh:
+        text = "; ".join(problems) + ". Fix it in the inventory or group_vars: this host cannot be judged until then."
+        if status == "ok":
+            status, error = "failed", {"task": "report: validate this host's report variables", "msg": text}
+        else:
+            error = dict(error, msg=f"{error['msg']} Also: {text}")
     facts = item.get("facts") or None
     return _plain(
         {
@@ -86,7 +102,7 @@ def build(item: dict, run_id: str, time: str) -> dict:
             "recommendations": [],
             "outliers": [],
             "history": None,
-            "thresholds": thresholds_mod.resolve(item.get("thresholds")),
+            "thresholds": thresholds,
             "timings": (item.get("timings") or {}) if fresh else {},
         }
     )

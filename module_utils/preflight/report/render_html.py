@@ -146,17 +146,6 @@ def _settings(doc: dict) -> list[str]:
                     "yes" if s.get("changed") else "no",
                 ]
             )
-        for svc in result.get("services") or []:
-            rows.append(
-                [
-                    escape(role),
-                    f"service {e(svc.get('name'))}",
-                    "-",
-                    e(svc.get("dropin_path")),
-                    "-",
-                    "yes" if svc.get("changed") else "no",
-                ]
-            )
         for p in result.get("persistence") or []:
             persist.append(
                 [

@@ -119,17 +119,6 @@ def settings_section(doc: dict) -> list[str]:
             )
         for p in result.get("persistence") or []:
             persist.append([role, p.get("method"), p.get("state"), p.get("path"), p.get("detail")])
-        for svc in result.get("services") or []:
-            rows.append(
-                [
-                    role,
-                    f"service {svc.get('name')}",
-                    None,
-                    svc.get("dropin_path"),
-                    None,
-                    "yes" if svc.get("changed") else "no",
-                ]
-            )
     out = ["## Settings (before -> after)", ""]
     out += table(["role", "setting", "before", "after", "desired", "changed"], rows)
     if persist:
