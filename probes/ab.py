@@ -4,6 +4,12 @@
                         --model DIR [--enforce-eager] [--kv-budget 0.5|1GiB] [--max-model-len N] [--json]
     python -m probes ab --factor thp [--arms always,madvise,never] --repeats 4 --model DIR --json      # root
     python -m probes ab --factor pagecache [--arms cold,warm] --drop-caches --repeats 4 --model DIR --json  # root
+    ... [--warmup-starts 1] [--time-budget-s 500] [--continue-from EARLIER.json] [--log-dir DIR]
+
+A run longer than one sitting (a 10-minute device call) is split: --time-budget-s runs only the whole rounds
+that fit, and a later run with --continue-from pools the earlier starts (same settings, checked) and continues
+the rotation from the next round. --warmup-starts runs unmeasured starts first, so the slow first start on a
+fresh host (Python and vLLM read from disk) does not fall on one arm.
 
 Each start is one sample: a fresh server (probes.server.VllmServer) timed from process spawn to /health ready,
 with the weights-load time and size from vLLM's own log. For `allocator` each start also measures the first
@@ -499,8 +505,8 @@ def one_start(planned: PlannedStart, base: ServerSpec, *, factor: str, env: dict
     return rec
 
 
-def progress_line(rec: StartRecord, index: int, total: int) -> str:
-    head = f"probes ab: start {index}/{total} of this run ({rec.arm}, round {rec.round + 1})"
+def progress_line(rec: StartRecord, index: int, total: int, what: str = "of this run") -> str:
+    head = f"probes ab: start {index}/{total} {what} ({rec.arm}, round {rec.round + 1})"
     if rec.error:
         return f"{head}: not a sample: {rec.error}"
     parts = [f"ready {_fmt(rec.ready_s, '.1f')} s", f"weights {_fmt(rec.weights_load_s, '.2f')} s"]
@@ -525,6 +531,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"server starts per arm (default {stats.MIN_COMPARE_N}, the fewest that can name a winner)")
     p.add_argument("--time-budget-s", type=float, default=None,
                    help="start no round that would end after this (only whole rounds run, so arms stay balanced)")
+    p.add_argument("--warmup-starts", type=int, default=0,
+                   help="unmeasured starts of the first arm before the schedule: the first start on a fresh host "
+                        "reads Python and vLLM from disk and would fall on one arm (110 s vs 52-66 s on the H100)")
     p.add_argument("--continue-from", action="append", type=Path, default=[], metavar="RESULT.json",
                    help="pool the starts of an earlier run (its --json output, same settings) with this run's; "
                         "rounds continue where it stopped (for runs longer than one sitting)")
@@ -561,6 +570,8 @@ def _check(args, parser) -> tuple[list[str], dict[str, dict[str, str]], ThpSwitc
                         f"{', '.join(allowed)}, each at most once")
     if args.repeats < 1:
         problems.append(f"--repeats {args.repeats}: at least 1")
+    if args.warmup_starts < 0:
+        problems.append(f"--warmup-starts {args.warmup_starts}: 0 or more")
     if args.concurrency < 1:
         problems.append(f"--concurrency {args.concurrency}: at least 1")
     try:
@@ -645,6 +656,7 @@ def main(argv: list[str]) -> int:
     started, t0 = time.time(), time.perf_counter()
     errors: list[str] = []
     starts: list[StartRecord] = list(earlier)
+    warmups: list[StartRecord] = []
     stopped_early = None
     status = None
     thp_restore = None
@@ -661,6 +673,16 @@ def main(argv: list[str]) -> int:
     try:
         if thp is not None:
             thp.remember()
+        for w in range(args.warmup_starts):
+            rec = one_start(PlannedStart(-1 - w, -1, arms[0]), base_spec, factor=args.factor,
+                            env=arm_env.get(arms[0], {}), thp=thp, serving=serving, log_dir=args.log_dir)
+            warmups.append(rec)
+            sys.stderr.write(progress_line(rec, w + 1, args.warmup_starts, "of the warm-up, not counted") + "\n")
+            if rec.error:
+                errors.append(f"warm-up start {w + 1} ({rec.arm}): {rec.error}")
+                stopped_early = "the warm-up start failed; no measured start was made"
+                plan = []
+                break
         round_s: list[float] = []
         round_t = time.perf_counter()
         for i, planned in enumerate(plan):
@@ -755,6 +777,7 @@ def main(argv: list[str]) -> int:
         "summaries": summaries,
         "comparisons": comparisons,
         "starts": starts,
+        "warmup_starts": warmups,
         "thp_restore": thp_restore,
         "thp_defrag": selected(THP_DEFRAG.read_text()) if THP_DEFRAG.exists() else None,
         "stopped_early": stopped_early,

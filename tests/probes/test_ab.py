@@ -349,6 +349,18 @@ def test_the_time_budget_stops_between_whole_rounds(fake_thp, monkeypatch, capsy
     assert doc["results"]["stopped_early"].startswith("time budget 0.6 s: 1 of 3 rounds ran in ")
 
 
+def test_warmup_starts_run_first_and_are_not_counted(fake_thp, monkeypatch, capsys):
+    def ok(planned, rec):
+        rec.ready_s = 100.0 + planned.order
+
+    monkeypatch.setattr(ab, "one_start", _fake_start(ok))
+    assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "1", "--warmup-starts", "1",
+                    "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(s["arm"], s["ready_s"]) for s in doc["results"]["warmup_starts"]] == [("always", 99.0)]
+    assert doc["results"]["summaries"]["always"]["ready_s"]["samples"] == [100.0]
+
+
 def test_continuing_from_a_run_with_other_settings_is_refused(fake_thp, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(ab, "one_start", _fake_start(lambda planned, rec: setattr(rec, "ready_s", 1.0)))
     assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "1", "--json"]) == 0
