@@ -15,10 +15,12 @@ RUNNER = Path(sys.executable).parent / "ansible-runner"
 
 
 def test_audit_runs_under_ansible_runner_and_changes_nothing(ssh_fleet, tmp_path, restore_kernel_tunables):
-    inventory = fleet_inventory(ssh_fleet, tmp_path, ["node1", "node2"])
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1", "node2"], thp_enabled="never",
+                                       thp_defrag="always")
     private = tmp_path / "runner"
     (private / "env").mkdir(parents=True)
-    (private / "env" / "extravars").write_text(json.dumps({"thp_enabled": "never", "thp_defrag": "always"}))
+    # The same variables as the playbook tests pass with -e, in the file ansible-runner reads them from.
+    (private / "env" / "extravars").write_text(Path(extra[1].removeprefix("@")).read_text())
     # ansible-runner runs ansible-playbook in the project directory; the config is named, not guessed.
     (private / "env" / "envvars").write_text(json.dumps({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}))
     before = read_sysfs()

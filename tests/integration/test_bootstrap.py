@@ -27,8 +27,9 @@ SYSFS = [
 ]
 
 
-def fleet_inventory(ssh_fleet, tmp_path: Path, hosts: list[str] | None, **variables) -> Path:
-    """The fleet's inventory, reduced to `hosts` (None: all, the unreachable one included), with test vars.
+def fleet_inventory(ssh_fleet, tmp_path: Path, hosts: list[str] | None, **variables) -> tuple[Path, list[str]]:
+    """The fleet's inventory reduced to `hosts` (None: all, the unreachable one included), and the -e arguments
+    that carry the test's variables (extra vars: group_vars/all.yml would override inventory vars).
 
     Each host keeps its tuning records apart (they share this machine's disk) and nothing is persisted
     into this machine's systemd or boot configuration.
@@ -42,13 +43,15 @@ def fleet_inventory(ssh_fleet, tmp_path: Path, hosts: list[str] | None, **variab
         "preflight_report_dir": str(tmp_path / "reports"),
         "preflight_fail_on_failed_checks": False,
     }
-    path = ssh_fleet.inventory(tmp_path / "hosts.yml", extra_vars={**base, **variables})
+    path = ssh_fleet.inventory(tmp_path / "hosts.yml")
     if hosts is not None:
         doc = yaml.safe_load(path.read_text())
         members = doc["all"]["children"]["fleet"]["hosts"]
         doc["all"]["children"]["fleet"]["hosts"] = {h: members[h] for h in hosts}
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    extra = tmp_path / "extra-vars.json"
+    extra.write_text(json.dumps({**base, **variables}))
+    return path, ["-e", f"@{extra}"]
 
 
 def host_documents(tmp_path: Path) -> dict[str, dict]:
@@ -85,9 +88,9 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def test_quick_bootstrap_over_the_fleet_tunes_reads_back_and_reports_every_host(
         ssh_fleet, tmp_path, restore_kernel_tunables):
-    inventory = fleet_inventory(ssh_fleet, tmp_path, None, preflight_level="quick")
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, None, preflight_level="quick")
     started = time.monotonic()
-    proc = run_playbook("playbooks/bootstrap.yml", inventory)
+    proc = run_playbook("playbooks/bootstrap.yml", inventory, *extra)
     elapsed = time.monotonic() - started
     assert proc.returncode != 0, "an unreachable host must make the run exit non-zero"
     docs = host_documents(tmp_path)
@@ -112,9 +115,10 @@ def test_quick_bootstrap_over_the_fleet_tunes_reads_back_and_reports_every_host(
 def test_audit_over_the_fleet_changes_nothing_and_reports_the_drift(ssh_fleet, tmp_path, restore_kernel_tunables):
     live = re.search(r"\[(\w+)\]", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()).group(1)
     other = "never" if live != "never" else "madvise"
-    inventory = fleet_inventory(ssh_fleet, tmp_path, None, thp_enabled=other, preflight_level="standard")
+    # The level is forced to quick by audit.yml's play vars, whatever the inventory says; -e would win over those.
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, None, thp_enabled=other)
     before = read_sysfs()
-    proc = run_playbook("playbooks/audit.yml", inventory, "--diff")
+    proc = run_playbook("playbooks/audit.yml", inventory, "--diff", *extra)
     assert read_sysfs() == before, "the audit changed a kernel tunable"
     docs = host_documents(tmp_path)
     assert docs["dead1"]["status"] == "unreachable"
@@ -129,10 +133,10 @@ def test_audit_over_the_fleet_changes_nothing_and_reports_the_drift(ssh_fleet, t
 
 def test_tags_pick_probes_and_check_mode_runs_none(ssh_fleet, tmp_path, tiny_model):
     opt = tmp_path / "opt"
-    inventory = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
-                                probe_runtime_python=sys.executable, probe_runtime_dir=str(opt),
-                                probe_model=str(tiny_model))
-    proc = run_playbook("playbooks/probe.yml", inventory, "--check", "--tags", "load")
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
+                                       probe_runtime_python=sys.executable, probe_runtime_dir=str(opt),
+                                       probe_model=str(tiny_model))
+    proc = run_playbook("playbooks/probe.yml", inventory, "--check", "--tags", "load", *extra)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert not opt.exists(), "check mode created the probe runtime"
     run = host_documents(tmp_path)["node1"]["run"]
@@ -147,11 +151,11 @@ def test_tags_pick_probes_and_check_mode_runs_none(ssh_fleet, tmp_path, tiny_mod
 
 def test_vllm_probes_are_skipped_with_the_reason_when_vllm_does_not_import(ssh_fleet, tmp_path, tiny_model):
     """A runtime without vLLM (a venv with one tiny pin): the ttft probe is skipped, never failed."""
-    inventory = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
-                                probe_runtime_dir=str(tmp_path / "opt"), probe_runtime_flavor="cpu",
-                                probe_runtime_packages=["six==1.17.0"], probe_runtime_required_imports=["six"],
-                                probe_model=str(tiny_model))
-    proc = run_playbook("playbooks/probe.yml", inventory, "--tags", "ttft")
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
+                                       probe_runtime_dir=str(tmp_path / "opt"), probe_runtime_flavor="cpu",
+                                       probe_runtime_packages=["six==1.17.0"], probe_runtime_required_imports=["six"],
+                                       probe_model=str(tiny_model))
+    proc = run_playbook("playbooks/probe.yml", inventory, "--tags", "ttft", *extra)
     assert proc.returncode == 0, proc.stdout[-4000:]
     run = host_documents(tmp_path)["node1"]["run"]
     skipped = {s["probe"]: s["reason"] for s in run["skipped"]}
@@ -162,10 +166,10 @@ def test_vllm_probes_are_skipped_with_the_reason_when_vllm_does_not_import(ssh_f
 
 
 def test_bad_level_is_rejected_before_anything_changes(ssh_fleet, tmp_path, restore_kernel_tunables):
-    inventory = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="thorough",
-                                thp_enabled="never")
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="thorough",
+                                       thp_enabled="never")
     before = read_sysfs()
-    proc = run_playbook("playbooks/bootstrap.yml", inventory)
+    proc = run_playbook("playbooks/bootstrap.yml", inventory, *extra)
     assert proc.returncode != 0
     assert read_sysfs() == before
     assert ("node1: preflight_level / probe_plan rejected, nothing was changed: preflight_level: 'thorough' "
@@ -177,11 +181,11 @@ def test_bad_level_is_rejected_before_anything_changes(ssh_fleet, tmp_path, rest
 def test_standard_bootstrap_on_one_host_runs_load_and_the_vllm_probes(ssh_fleet, tmp_path, restore_kernel_tunables):
     from probes import result as envelope
 
-    inventory = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
-                                probe_runtime_python=sys.executable, probe_runtime_dir=str(tmp_path / "opt"),
-                                probe_model="tiny")
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
+                                       probe_runtime_python=sys.executable, probe_runtime_dir=str(tmp_path / "opt"),
+                                       probe_model="tiny")
     started = time.monotonic()
-    proc = run_playbook("playbooks/bootstrap.yml", inventory, timeout=1800)
+    proc = run_playbook("playbooks/bootstrap.yml", inventory, *extra, timeout=1800)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-6000:]
     doc = host_documents(tmp_path)["node1"]

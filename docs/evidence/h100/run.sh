@@ -24,9 +24,14 @@ only model && step model $PY -m probes model make --shape qwen2.5-1.5b --out $M 
 only facts && step facts ansible localhost -c local -i localhost, -m node_facts -e ansible_python_interpreter=$PY
 only load && step load $PY -m probes load --model $M --device cuda --drop-caches --repeats 4 --json
 only generate && step generate $PY -m probes generate --model $M --device cuda --allocators glibc,jemalloc \
-  --processes 4 --calls 5 --jemalloc-path "$JE" --json
+  --processes 4 --calls 4 --jemalloc-path "$JE" --json
+only ttft && step ttft $PY -m probes ttft --model $M --max-model-len 4096 --kv-budget 0.5 -n 20 --max-tokens 64 \
+  --prompt-words 128 --api completions,chat --log-dir $EV/logs --json
+only batching && step batching $PY -m probes batching --model $M --max-model-len 4096 --kv-budget 0.5 -N 64 \
+  --max-concurrency 64 --repeats 1 --max-tokens 128 --prompt-words 128 --time-budget-s 240 --log-dir $EV/logs --json
 only bootstrap && step bootstrap ansible-playbook -i localhost, -c local playbooks/bootstrap.yml \
-  -e @docs/evidence/h100/vars.yml -e preflight_report_dir=$EV/reports -e ansible_python_interpreter=$PY
+  -e @docs/evidence/h100/vars.yml -e preflight_report_dir=$EV/reports -e ansible_python_interpreter=$PY \
+  -e preflight_level=${LEVEL:-standard}
 only kv && step kv $PY -m probes kv --model $M --enforce-eager --max-model-len 4096,16384,32768 \
   --kv-budget 0.5,0.3,0.7 --json
 only ab_allocator && step ab_allocator $PY -m probes ab --factor allocator --repeats 3 --model $M --enforce-eager \
