@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import importlib.metadata
 import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,10 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes import vllm_metrics
+from probes.procgroup import (
+    alive,
+    comm,
+    descendants,
+    die_with_parent,
+    free_port,
+    group_members,
+    preloaded_in,
+    proc_stat,
+    pss_bytes,
+)
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 DEFAULT_CPU_KV_BYTES = 1 << 30
-_PR_SET_PDEATHSIG = 1
 
 # Start-up milestones, timed by the probe as each log line arrives (the log's own stamps are whole seconds).
 MILESTONES: list[tuple[str, re.Pattern]] = [
@@ -130,103 +138,6 @@ def parse_kv_budget(text: str) -> KvBudget:
 def default_kv_budget(backend: str) -> KvBudget | None:
     """CPU builds need an explicit size; on GPU vLLM's own default (0.9) applies unless one is given."""
     return KvBudget("bytes", DEFAULT_CPU_KV_BYTES) if backend == "cpu" else None
-
-
-# ---- processes ------------------------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int, int, int] | None:
-    """(state, ppid, pgrp, starttime) of a live pid from /proc/PID/stat; None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
-
-
-def _all_pids() -> list[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes whose process group is pgid."""
-    out = []
-    for pid in _all_pids():
-        st = _stat(pid)
-        if st and st[2] == pgid and st[0] != "Z":
-            out.append(pid)
-    return sorted(out)
-
-
-def descendants(root: int) -> list[int]:
-    """root's live descendants (children, grandchildren, ...), found through /proc ppid links."""
-    children: dict[int, list[int]] = {}
-    for pid in _all_pids():
-        st = _stat(pid)
-        if st and st[0] != "Z":
-            children.setdefault(st[1], []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return sorted(out)
-
-
-def _comm(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-
-
-def pss_bytes(pids: list[int]) -> int | None:
-    """Proportional set size summed over pids (shared pages counted once overall); None when none can be read."""
-    total, seen = 0, False
-    for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("Pss:"):
-                total += int(line.split()[1]) * 1024
-                seen = True
-                break
-    return total if seen else None
-
-
-def preloaded_in(pids: list[int], libraries: list[str]) -> dict[str, dict[str, bool]]:
-    """For each library: is it mapped in each process (/proc/PID/maps)? Proves LD_PRELOAD took effect."""
-    maps: dict[int, list[str]] = {}
-    for pid in pids:
-        try:
-            maps[pid] = [line.split(maxsplit=5)[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
-                         if line.count(" ") >= 5]
-        except OSError:
-            continue
-    out: dict[str, dict[str, bool]] = {}
-    for lib in libraries:
-        if "/" in lib:  # a path: match it or what it links to
-            wanted = {lib, os.path.realpath(lib)}
-            out[lib] = {str(pid): any(path.strip() in wanted for path in paths) for pid, paths in maps.items()}
-        else:  # a bare soname, resolved by the loader
-            out[lib] = {
-                str(pid): any(path.strip().endswith("/" + lib) for path in paths) for pid, paths in maps.items()
-            }
-    return out
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 # ---- memory ---------------------------------------------------------------------------------------------
@@ -338,13 +249,13 @@ class VllmServer:
         pids = set(group_members(self.pgid))
         if self.proc is not None:
             pids |= set(descendants(self.proc.pid))
-            if _alive(self.proc.pid):
+            if alive(self.proc.pid):
                 pids.add(self.proc.pid)
         for pid in pids:
-            st = _stat(pid)
+            st = proc_stat(pid)
             if st:
                 self.known_pids.setdefault(pid, st[3])
-        pids |= {pid for pid, start in self.known_pids.items() if _alive(pid, start)}
+        pids |= {pid for pid, start in self.known_pids.items() if alive(pid, start)}
         return sorted(pids)
 
     def log_text(self) -> str:
@@ -413,7 +324,7 @@ class VllmServer:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # its own session and process group: pgid == pid
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.pgid = self.proc.pid
         self._reader = threading.Thread(target=self._pump_log, name="vllm-log", daemon=True)
@@ -486,7 +397,7 @@ class VllmServer:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self._join_reader(5)
-        survivors = sorted(set(group_members(pgid)) | {p for p, start in tracked.items() if _alive(p, start)})
+        survivors = sorted(set(group_members(pgid)) | {p for p, start in tracked.items() if alive(p, start)})
         self.stop_report = StopReport(
             signal_sent=sent,
             stop_s=round(time.monotonic() - t, 3),
@@ -501,7 +412,7 @@ class VllmServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
         for pid, start in tracked.items():  # a child that left the group (setsid) is still ours
-            if _alive(pid, start):
+            if alive(pid, start):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
 
@@ -510,7 +421,7 @@ class VllmServer:
         while time.monotonic() < deadline:
             if self.proc is not None:
                 self.proc.poll()  # reap the leader so it does not linger as a zombie
-            if not group_members(pgid) and not any(_alive(p, start) for p, start in tracked.items()):
+            if not group_members(pgid) and not any(alive(p, start) for p, start in tracked.items()):
                 return True
             time.sleep(0.1)
         return False
@@ -542,12 +453,6 @@ def interrupted_text(exc: BaseException) -> str:
     if isinstance(exc, ProbeTerminated):
         return f"interrupted by {signal.Signals(exc.signum).name}: stopped the server and gave up the measurement"
     return "interrupted by Ctrl-C (SIGINT): stopped the server and gave up the measurement"
-
-
-def _alive(pid: int, start_time: int | None = None) -> bool:
-    """Running (not a zombie), and when start_time is given the same process, not a reused pid."""
-    st = _stat(pid)
-    return st is not None and st[0] != "Z" and (start_time is None or st[3] == start_time)
 
 
 def _new_log_path() -> Path:
@@ -690,7 +595,7 @@ def server_verdicts(srv, result_mod) -> list[dict]:
         else:
             out.append(result_mod.verdict(
                 "server_stopped", "fail",
-                f"processes {[(p, _comm(p)) for p in report.survivors]} of vLLM group {srv.pgid} are still alive "
+                f"processes {[(p, comm(p)) for p in report.survivors]} of vLLM group {srv.pgid} are still alive "
                 "after SIGKILL; "
                 f"kill them by hand (kill -9 {' '.join(map(str, report.survivors))})"))
     return out

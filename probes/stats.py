@@ -59,7 +59,8 @@ def order_statistic_ci(sorted_samples: Sequence[float], ci_level: float) -> tupl
     best = (s[0], s[-1], 1.0 - 2.0 * 0.5**n)
     cdf = 0.0  # P(Binomial(n, 1/2) <= k-1)
     for k in range(1, n // 2 + 1):
-        cdf += math.comb(n, k - 1) * 0.5**n
+        j = k - 1  # binomial term in log space: comb(n, j) / 2**n overflows a float from n of about 1030
+        cdf += math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) - n * math.log(2.0))
         coverage = 1.0 - 2.0 * cdf
         if coverage < ci_level:
             break

@@ -13,19 +13,16 @@ from pathlib import Path
 import pytest
 
 from probes import result, vllm_metrics
+from probes.procgroup import alive, descendants, group_members, preloaded_in
 from probes.server import (
     KvBudget,
     ServerSpec,
     ServerStartError,
     StartTimeline,
     VllmServer,
-    _alive,
-    descendants,
-    group_members,
     parse_kv_budget,
     phase_split,
     preload_libraries,
-    preloaded_in,
 )
 from tests.probes.vllm_fixtures import READY_TIMEOUT_S, probe_env, require_vllm, start_probe, wait_for_stderr_line
 
@@ -141,7 +138,7 @@ def test_group_members_and_descendants_see_a_whole_process_group():
         assert len(group_members(proc.pid)) == 3
         assert len(descendants(proc.pid)) == 2
         start = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        assert _alive(proc.pid, start) and not _alive(proc.pid, start + 1)  # a reused pid is not ours
+        assert alive(proc.pid, start) and not alive(proc.pid, start + 1)  # a reused pid is not ours
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

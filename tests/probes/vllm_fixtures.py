@@ -33,7 +33,8 @@ def require_vllm() -> None:
 def vllm_server(tiny_model, tmp_path_factory):
     """A ready VllmServer on the tiny model; stopped at the end of the session, and checked to be gone."""
     require_vllm()
-    from probes.server import ServerSpec, VllmServer, group_members, parse_kv_budget
+    from probes.procgroup import group_members
+    from probes.server import ServerSpec, VllmServer, parse_kv_budget
 
     spec = ServerSpec(
         model=str(tiny_model),
