@@ -90,9 +90,13 @@ class SshFleet:
                     ]
                 )
             )
-            subprocess.run([SSHD, "-f", str(config)], check=True)
-            _wait_for_port(address, self.port)
-            self.pids.append(int(pidfile.read_text().strip()))
+            try:
+                subprocess.run([SSHD, "-f", str(config)], check=True)
+                _wait_for_port(address, self.port)
+                self.pids.append(_read_pid(pidfile))
+            except Exception:
+                self.stop()  # never leave the hosts that did start behind
+                raise
         return self
 
     def stop(self) -> None:
@@ -120,6 +124,17 @@ class SshFleet:
         doc = {"all": {"vars": {**common, **(extra_vars or {})}, "children": {group: {"hosts": hosts}}}}
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
+
+
+def _read_pid(pidfile: Path, deadline_s: float = 10.0) -> int:
+    """sshd writes its PidFile shortly after it starts listening: wait for it."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        text = pidfile.read_text().strip() if pidfile.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.05)
+    raise RuntimeError(f"sshd did not write {pidfile} within {deadline_s} s")
 
 
 def _sftp_server() -> str:

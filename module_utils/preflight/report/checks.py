@@ -262,7 +262,7 @@ def _text(item) -> str:
     return str(item)
 
 
-def _persisted_check(doc: dict, role: str, title: str, var: str) -> dict:
+def _persisted_check(doc: dict, role: str, title: str, var: str | None) -> dict:
     cid = f"{role}.persisted"
     result = doc["settings"].get(role)
     if result is None:
@@ -297,8 +297,9 @@ def _persisted_check(doc: dict, role: str, title: str, var: str) -> dict:
         worst = "warn" if worst == "pass" else worst
     advice = {
         "pass": "",
-        "warn": f" The live values hold until the next reboot; for a method marked unavailable, remove it from "
-        f"{var} for this host or give the node what it needs, then rerun.",
+        "warn": " The live values hold until the next reboot; for a method marked unavailable, "
+        + (f"remove it from {var} for this host or give" if var else "give")
+        + " the node what it needs, then rerun.",
         "fail": f" Persisting failed: fix the cause above and rerun with --limit {doc['host']}.",
     }[worst]
     return check(cid, title, "tuning", worst, "; ".join(parts) + "." + advice, measured, list(PERSIST_OK))
@@ -359,7 +360,7 @@ def _hugepages_checks(doc: dict) -> list[dict]:
                 {s["name"]: s.get("desired") for s in total_settings},
             )
         )
-    out.append(_persisted_check(doc, "hugepages", "Hugepage reservation persists across reboot", "hugepages_persist"))
+    out.append(_persisted_check(doc, "hugepages", "Hugepage reservation persists across reboot", None))
     return out
 
 
