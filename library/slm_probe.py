@@ -11,7 +11,7 @@ description:
   - Runs C(python -m probes <probe> <flags> --json) as an argument list (never through a shell) with the
     probe runtime's interpreter, C(runtime_dir) first on C(PYTHONPATH), and the environment given.
   - O(options) is a dictionary of probe options; each is checked against the probe's whitelist and its
-    type before anything runs, and becomes the probe's flag (C(max_model_len: 2048) -> C(--max-model-len 2048)).
+    type before anything runs, and becomes the probe's flag (C(max_model_len=2048) becomes C(--max-model-len 2048)).
     An unknown option fails with its name and the options the probe allows.
   - The probe runs in its own process group; when it outlives O(timeout) the whole group is stopped
     (SIGTERM, then SIGKILL), a vLLM server it started included.
@@ -50,7 +50,8 @@ options:
     default: /opt/preflight
   env:
     description:
-      - Extra environment for the probe, for example C({PYTHONPATH: /tmp/site, VLLM_USE_FLASHINFER_SAMPLER: "0"}).
+      - Extra environment for the probe, for example C(PYTHONPATH=/tmp/site) and C(VLLM_USE_FLASHINFER_SAMPLER=0)
+        for the GPU box's vLLM.
       - O(runtime_dir) is always put first on C(PYTHONPATH). C(HF_HUB_OFFLINE=1) unless set here.
     type: dict
     default: {}
@@ -65,7 +66,7 @@ attributes:
   diff_mode:
     support: none
 notes:
-  - The module reports C(changed=false): a probe measures and leaves the node as it found it
+  - The module reports C(changed=false) because a probe measures and leaves the node as it found it
     (a cache drop is opt-in, via the load probe's C(drop_caches) option, and is reported in the probe's params).
   - Long probes are best run with C(async) and C(poll) so the operator sees that the host is still working.
 """

@@ -192,3 +192,12 @@ def test_missing_runtime_is_named_before_anything_runs(inventory, tmp_path):
     assert res["msg"] == (f"runtime_dir {tmp_path} holds no probes package (probes/__main__.py); "
                           "run the probe_runtime role first")
     assert os.listdir(tmp_path) == []
+
+
+def test_documentation_parses_and_lists_every_option():
+    proc = subprocess.run([str(Path(PYTHON).parent / "ansible-doc"), "-M", str(REPO / "library"), "--json",
+                           "slm_probe"], cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)["slm_probe"]["doc"]
+    assert set(doc["options"]) == {"probe", "name", "options", "python", "runtime_dir", "env", "timeout"}
+    assert doc["options"]["probe"]["choices"] == list(probe_runner.PROBES)
