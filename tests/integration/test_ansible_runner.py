@@ -26,7 +26,7 @@ def test_audit_runs_under_ansible_runner_and_changes_nothing(ssh_fleet, tmp_path
     before = read_sysfs()
     proc = subprocess.run(
         [str(RUNNER), "run", str(private), "-p", "playbooks/audit.yml", "--project-dir", str(REPO),
-         "--inventory", str(inventory), "--ident", "audit"],
+         "--inventory", str(inventory), "--cmdline", "--check --diff", "--ident", "audit"],
         env=ansible_env(), capture_output=True, text=True, timeout=900,
     )
     artifacts = private / "artifacts" / "audit"
@@ -36,7 +36,7 @@ def test_audit_runs_under_ansible_runner_and_changes_nothing(ssh_fleet, tmp_path
     assert read_sysfs() == before
     events = [json.loads(p.read_text()) for p in (artifacts / "job_events").glob("*.json")]
     plays = {e["event_data"].get("play") for e in events if e["event"] == "playbook_on_play_start"}
-    assert plays == {"Audit every node (check mode; nothing on a node changes)",
+    assert plays == {"Refuse to audit without --check", "Audit every node (check mode; nothing on a node changes)",
                      "Write the Preflight reports on the controller"}
     stats = next(e for e in events if e["event"] == "playbook_on_stats")["event_data"]
     assert set(stats["ok"]) >= {"node1", "node2", "localhost"} and not stats["failures"]

@@ -118,8 +118,9 @@ def test_audit_over_the_fleet_changes_nothing_and_reports_the_drift(ssh_fleet, t
     # The level is forced to quick by audit.yml's play vars, whatever the inventory says; -e would win over those.
     inventory, extra = fleet_inventory(ssh_fleet, tmp_path, None, thp_enabled=other)
     before = read_sysfs()
-    proc = run_playbook("playbooks/audit.yml", inventory, "--diff", *extra)
+    proc = run_playbook("playbooks/audit.yml", inventory, "--check", "--diff", *extra)
     assert read_sysfs() == before, "the audit changed a kernel tunable"
+    assert proc.returncode != 0, "an unreachable host and THP drift must make the audit exit non-zero"
     docs = host_documents(tmp_path)
     assert docs["dead1"]["status"] == "unreachable"
     for host in ssh_fleet.hostnames():
@@ -129,6 +130,17 @@ def test_audit_over_the_fleet_changes_nothing_and_reports_the_drift(ssh_fleet, t
         assert [p["name"] for p in doc["run"]["phases"]] == ["tune", "facts"]
         assert doc["settings"]["thp"]["check_mode"] is True
     assert f"-{live}\n+{other}" in proc.stdout.replace("\r", ""), "the audit did not show the drift it found"
+
+
+def test_audit_without_check_refuses_before_touching_a_node(ssh_fleet, tmp_path, restore_kernel_tunables):
+    inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], thp_enabled="never")
+    before = read_sysfs()
+    proc = run_playbook("playbooks/audit.yml", inventory, *extra)
+    assert proc.returncode != 0
+    assert read_sysfs() == before
+    assert "audit.yml changes nothing and must be run with --check" in " ".join(proc.stdout.split())
+    assert "node1" not in proc.stdout.split("PLAY RECAP", 1)[1], "a node task ran after the refusal"
+    assert not (tmp_path / "reports").exists()
 
 
 def test_tags_pick_probes_and_check_mode_runs_none(ssh_fleet, tmp_path, tiny_model):
