@@ -91,7 +91,6 @@ options:
           - C(preflight_run) as the entry playbooks record it (level, budget, planned, ran, failed, skipped with
             the reason, phases with their seconds). Its level wins over O(hosts[].level).
         type: dict
-        default: {}
   run_id:
     description:
       - Name of the run directory; default a time-sortable id such as C(20261123T151700Z-3fa2).

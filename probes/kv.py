@@ -336,10 +336,15 @@ def measure_config(args, length: int, budget: KvBudget, index: int) -> KvConfigR
             cache = vllm_metrics.cache_config(vllm_metrics.parse_prometheus(r.text)) if r.status_code == 200 else None
             before = srv.memory[0]
             after = srv.memory[-1]
+            gpu = spec.gpu or 0  # the server's one GPU, NVML numbering
+
+            def on_gpu(values):
+                return values[gpu] if values and gpu < len(values) else None
+
             memory = {
-                "gpu_total_bytes": after.gpu_total_bytes[0] if after.gpu_total_bytes else None,
-                "gpu_used_before_bytes": before.gpu_used_bytes[0] if before.gpu_used_bytes else None,
-                "gpu_used_after_ready_bytes": after.gpu_used_bytes[0] if after.gpu_used_bytes else None,
+                "gpu_total_bytes": on_gpu(after.gpu_total_bytes),
+                "gpu_used_before_bytes": on_gpu(before.gpu_used_bytes),
+                "gpu_used_after_ready_bytes": on_gpu(after.gpu_used_bytes),
                 "server_pss_bytes": after.server_pss_bytes,
             }
             ready_s = srv.timeline.ready_s
@@ -439,7 +444,7 @@ def main(argv: list[str]) -> int:
 
     params = {"model": args.model, "max_model_len": args.max_model_len, "kv_budget": [b.label for b in budgets],
               "enforce_eager": args.enforce_eager, "server_arg": args.server_arg, "server_env": args.server_env,
-              "ready_timeout_s": args.ready_timeout_s, "log_dir": args.log_dir,
+              "ready_timeout_s": args.ready_timeout_s, "log_dir": args.log_dir, "gpu": args.gpu,
               "plan": [f"max-model-len {n} at {b.label}" for n, b in configs]}
     doc = result.envelope("kv", params, results, verdicts, started, time.perf_counter() - t0, errors=errors)
     result.emit(doc, args.json)

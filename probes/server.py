@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes import vllm_metrics
+from probes import vllm_metrics, worker
 from probes.procgroup import (
     alive,
     comm,
@@ -181,6 +181,14 @@ class ServerSpec:
     log_path: Path | None = None
     python: str = sys.executable
     host: str = "127.0.0.1"
+    gpu: int | None = None  # NVML/CUDA index of the one GPU the server may use (CUDA_VISIBLE_DEVICES); None: all
+
+    def environment(self) -> dict[str, str]:
+        """What the server gets on top of the probe's own environment."""
+        env = {"PYTHONUNBUFFERED": "1", **worker.MULTICAST_OFF, **self.env}
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        return env
 
     def argv(self, port: int, api_key: str) -> list[str]:
         args = [self.python, "-m", API_SERVER_MODULE, "--model", self.model, "--host", self.host,
@@ -282,6 +290,7 @@ class VllmServer:
             "model_id": self.model_id,
             "argv": self.spec.argv(self.port or 0, "***"),
             "env": dict(self.spec.env),
+            "gpu_index": self.spec.gpu,
             "pid": self.proc.pid if self.proc else None,
             "pgid": self.pgid,
             "log_path": str(self.log_path),
@@ -313,7 +322,7 @@ class VllmServer:
     def start(self) -> None:
         self.snapshot_memory("before_start")
         self.port = free_port(self.spec.host)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env}
+        env = {**os.environ, **self.spec.environment()}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._t0 = time.monotonic()
         self.timeline = StartTimeline(spawned_at=time.time())
@@ -535,6 +544,9 @@ def add_server_args(parser: argparse.ArgumentParser, *, sweep: bool = False) -> 
                    help="extra argument for the server, repeatable (--server-arg=--dtype=bfloat16)")
     g.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the server, repeatable (LD_PRELOAD=/usr/lib/.../libjemalloc.so.2)")
+    g.add_argument("--gpu", type=int, default=None,
+                   help="the one GPU the server may use (its NVML/CUDA index, through CUDA_VISIBLE_DEVICES); "
+                        "default: what vLLM picks")
     g.add_argument("--ready-timeout-s", type=float, default=900.0)
     g.add_argument("--log-dir", type=Path, default=None, help="where server logs go (default: a temp file)")
 
@@ -571,6 +583,7 @@ def spec_from_args(args, *, max_model_len=None, kv_budget=None, log_name: str | 
         env=parse_env(args.server_env),
         ready_timeout_s=args.ready_timeout_s,
         log_path=log_path,
+        gpu=getattr(args, "gpu", None),
     )
 
 

@@ -31,8 +31,14 @@ class WorkerRun:
     returncode: int | None
 
 
+# NVLink multicast off in NCCL, PyTorch and NVSHMEM for every process a probe starts: a probe never needs it,
+# and a program that uses it can put a host's shared GPUs out of service. Set whatever the caller's
+# environment says.
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
 def worker_env(extra: dict | None = None, *, drop: tuple[str, ...] = ()) -> dict:
-    env = dict(os.environ)
+    env = {**os.environ, **MULTICAST_OFF}
     for key in drop:
         env.pop(key, None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)

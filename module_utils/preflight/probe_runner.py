@@ -44,6 +44,7 @@ _SERVER_COMMON = dict(
     server_env=("--server-env", "env_map"),
     ready_timeout_s=("--ready-timeout-s", "float"),
     log_dir=("--log-dir", "str"),
+    gpu=("--gpu", "int"),
 )
 _SERVER_ONE = dict(
     _SERVER_COMMON,

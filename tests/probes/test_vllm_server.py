@@ -149,6 +149,14 @@ def test_group_members_and_descendants_see_a_whole_process_group():
 
 
 @pytest.mark.slow
+def test_server_environment_pins_one_gpu_and_keeps_nvlink_multicast_off():
+    env = ServerSpec(model="/m", gpu=1, env={"LD_PRELOAD": "/lib/j.so"}).environment()
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["LD_PRELOAD"] == "/lib/j.so"
+    assert {k: env[k] for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")} == {
+        "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+    assert "CUDA_VISIBLE_DEVICES" not in ServerSpec(model="/m").environment()  # no --gpu: vLLM picks
+
+
 def test_session_server_is_ready_and_reports_its_start(vllm_server):
     srv = vllm_server
     assert srv.base_url.startswith("http://127.0.0.1:")
@@ -163,6 +171,8 @@ def test_session_server_is_ready_and_reports_its_start(vllm_server):
     pids = srv.pids()
     assert srv.proc.pid in pids and len(pids) >= 3  # API server, engine core, worker
     assert all(int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[2]) == srv.pgid for p in pids)
+    environ = Path(f"/proc/{srv.proc.pid}/environ").read_bytes().split(b"\0")
+    assert b"NCCL_NVLS_ENABLE=0" in environ and b"NVSHMEM_DISABLE_NVLS=1" in environ
 
 
 @pytest.mark.slow

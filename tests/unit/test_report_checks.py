@@ -202,6 +202,7 @@ def test_gpu_checks_catch_a_narrow_link_ecc_errors_busy_memory_and_pending_remap
         "gpu.0.persistence_mode": "pass",
         "gpu.0.ecc": "pass",
         "gpu.0.row_remapping": "pass",
+        "gpu.0.link_vs_siblings": "pass",  # both GPUs can do x16: the narrow link is a training problem
     }
     assert got["gpu.1.pcie_width"]["status"] == "fail"
     assert got["gpu.1.pcie_width"]["reason"].startswith("Link trained at x8 of x16")
@@ -309,7 +310,9 @@ def test_gpu_much_slower_than_its_siblings_is_flagged(tmp_path):
     ]
     got = s.by_id(s.one(s.host("node1", probes={"load": load}), tmp_path))
     assert [got[f"gpu.{i}.h2d_vs_siblings"]["status"] for i in range(4)] == ["pass", "pass", "pass", "fail"]
-    assert got["gpu.3.h2d_vs_siblings"]["reason"].startswith("GPU 3 (0000:3) copies host-to-device at 27")
+    assert got["gpu.3.h2d_vs_siblings"]["reason"].startswith(
+        "GPU 3 (0000:3): host-to-device copy (pinned) 27.05 GB/s, its siblings' median 55.02 GB/s (51 % below): "
+    )
 
 
 def test_failed_probe_and_an_overrun_budget_are_checks(tmp_path):

@@ -631,40 +631,65 @@ def _spread(figure: dict) -> float | None:
     return figure.get("cv")
 
 
-def _gpu_sibling_checks(doc: dict) -> list[dict]:
-    """A GPU whose pinned host-to-device copy is well below its siblings' on the same node."""
-    gpus = [g for g in metrics.h2d(doc) if g["pinned_gb_per_s"] is not None]
-    if len(gpus) < 2:
+def _sibling_checks(doc: dict, name: str, rows: list[dict], what: str, key: str, unit: str, lower_is_better: bool,
+                    advice: str) -> list[dict]:
+    """One check per GPU: how far its figure is on the bad side of its siblings' median (a fraction).
+
+    ``rows`` are {gpu_index, pci_bus_id, value}; a node needs two GPUs with the figure for a comparison.
+    """
+    rows = [r for r in rows if r["value"] is not None]
+    if len(rows) < 2:
         return []
     out = []
-    for g in gpus:
-        sibling = statistics.median(o["pinned_gb_per_s"] for o in gpus if o is not g)
-        shortfall = max(0.0, 1.0 - g["pinned_gb_per_s"] / sibling) if sibling else 0.0
-        status, record = thr.judge(round(shortfall, 4), "gpu_h2d_below_siblings_fraction", doc["thresholds"])
-        label = f"GPU {g['gpu_index']}" + (f" ({g['pci_bus_id']})" if g.get("pci_bus_id") else "")
+    for r in rows:
+        sibling = statistics.median(o["value"] for o in rows if o is not r)
+        if not sibling:
+            continue
+        off = (r["value"] / sibling - 1.0) * (1 if lower_is_better else -1)
+        off = round(max(0.0, off), 4)
+        status, record = thr.judge(off, key, doc["thresholds"])
+        label = f"GPU {r['gpu_index']}" + (f" ({r['pci_bus_id']})" if r.get("pci_bus_id") else "")
+        side = "above" if lower_is_better else "below"
         reason = (
-            f"{label} copies host-to-device at {g['pinned_gb_per_s']:.3g} GB/s pinned, its siblings' median is "
-            f"{sibling:.3g} GB/s ({100 * shortfall:.0f} % below)"
+            f"{label}: {what} {_show(r['value'], unit)}, its siblings' median {_show(sibling, unit)} "
+            f"({100 * off:.0f} % {side})"
         )
-        if status != "pass":
-            reason += (
-                ": check its PCIe link (width and generation under load), the slot and riser, and whether the "
-                "copy ran from the GPU's own NUMA node."
-            )
-        else:
-            reason += "."
-        out.append(
-            check(
-                f"gpu.{g['gpu_index']}.h2d_vs_siblings",
-                f"{label} as fast as its siblings",
-                "gpu",
-                status,
-                reason,
-                round(shortfall, 4),
-                None,
-                record,
-                "",
-            )
+        reason += f": {advice}" if status != "pass" else "."
+        out.append(check(f"gpu.{r['gpu_index']}.{name}_vs_siblings", f"{label} {what} in line with its siblings",
+                         "gpu", status, reason, r["value"], round(sibling, 4), record, unit))
+    return out
+
+
+def _gpu_sibling_checks(doc: dict) -> list[dict]:
+    """The GPUs of one node against each other: one slow or misconfigured card shows even when it passes alone."""
+    gpus = (doc["facts"] or {}).get("gpus") or []
+    links = [{"gpu_index": g.get("index"), "pci_bus_id": g.get("pci_bus_id"),
+              "value": (g.get("pcie") or {}).get("bandwidth_gbs_max")} for g in gpus]
+    copies = [{"gpu_index": g["gpu_index"], "pci_bus_id": g.get("pci_bus_id"), "value": g["pinned_gb_per_s"]}
+              for g in metrics.h2d(doc)]
+    out = _sibling_checks(
+        doc, "link", links, "PCIe link at most", "gpu_link_below_siblings_fraction", "GB/s", False,
+        "the slot, riser or BIOS limits this GPU's link (generation x width) below its siblings'. "
+        "Compare `nvidia-smi -q -d PCIE` across the GPUs and move the card or fix the slot's setting.",
+    ) + _sibling_checks(
+        doc, "h2d", copies, "host-to-device copy (pinned)", "gpu_h2d_below_siblings_fraction", "GB/s", False,
+        "check its PCIe link (width and generation under load), the slot and riser, and whether the "
+        "copy ran from the GPU's own NUMA node.",
+    )
+    bus = {g.get("index"): g.get("pci_bus_id") for g in gpus}
+    for name, runs in metrics.per_gpu(doc).items():
+        ttft = [{"gpu_index": r["gpu_index"], "pci_bus_id": bus.get(r["gpu_index"]), "value": r["ttft_warm_ms"]}
+                for r in runs]
+        kv = [{"gpu_index": r["gpu_index"], "pci_bus_id": bus.get(r["gpu_index"]), "value": r["kv_tokens"]}
+              for r in runs]
+        out += _sibling_checks(
+            doc, name, ttft, f"warm TTFT median ({name})", "gpu_ttft_above_siblings_fraction", "ms", True,
+            "the same server and requests are slower on this GPU: check its clocks and throttle reasons "
+            "(`nvidia-smi -q -d PERFORMANCE`), its PCIe link and what else runs on it.",
+        ) + _sibling_checks(
+            doc, name, kv, f"KV cache tokens ({name})", "gpu_kv_below_siblings_fraction", "tokens", False,
+            "at the same budget this GPU holds fewer KV tokens: another process holds memory on it "
+            "(`nvidia-smi`), or its memory differs from its siblings'.",
         )
     return out
 

@@ -351,6 +351,31 @@ def numeric_facts(doc: dict) -> dict[str, tuple[float, str | None, bool]]:
     return out
 
 
+def per_gpu(doc: dict) -> dict[str, list[dict]]:
+    """Runs of one plan entry on each GPU (results <entry>_<index>, the probe's --gpu):
+    {entry: [{gpu_index, result, ttft_warm_ms, kv_tokens}]}, entries with two GPUs or more only."""
+    groups: dict[str, list[dict]] = {}
+    for name, envelope in sorted((doc.get("probes") or {}).items()):
+        if not isinstance(envelope, dict):
+            continue
+        gpu = (envelope.get("params") or {}).get("gpu")
+        entry, _, index = name.rpartition("_")
+        if not isinstance(gpu, int) or isinstance(gpu, bool) or index != str(gpu):
+            continue
+        results = envelope.get("results") or {}
+        warm = results.get("warm") or {}
+        api = next(iter(warm), None) if isinstance(warm, dict) else None
+        ttft = (_summary_at(warm, api, "ttft_ms") or {}).get("value") if api else None
+        configs = kv_configs(results)
+        groups.setdefault(entry, []).append({
+            "gpu_index": gpu,
+            "result": name,
+            "ttft_warm_ms": ttft if envelope.get("probe") == "ttft" else None,
+            "kv_tokens": configs[0].get("kv_tokens") if envelope.get("probe") == "kv" and configs else None,
+        })
+    return {entry: runs for entry, runs in groups.items() if len(runs) >= 2}
+
+
 def h2d(doc: dict) -> list[dict]:
     """Host-to-device copy GB/s per GPU from the load probe: [{gpu_index, name, pci_bus_id, pinned/pageable}]."""
     results = ((doc.get("probes") or {}).get("load") or {}).get("results") or {}

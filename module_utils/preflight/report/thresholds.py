@@ -23,6 +23,9 @@ NUMERIC = {
     "batching_ttft_p95_ms": ("max", "ms", "p95 time to first token at the highest concurrency"),
     "spread_iqr_fraction": ("max", "", "interquartile range of repeated samples over their median (noisy node)"),
     "gpu_h2d_below_siblings_fraction": ("max", "", "how far a GPU's pinned copy GB/s is below its siblings' median"),
+    "gpu_link_below_siblings_fraction": ("max", "", "how far a GPU's maximum PCIe link GB/s is below its siblings'"),
+    "gpu_ttft_above_siblings_fraction": ("max", "", "how far a GPU's warm TTFT median is above its siblings' median"),
+    "gpu_kv_below_siblings_fraction": ("max", "", "how far a GPU's KV cache tokens are below its siblings' median"),
 }
 
 DEFAULTS = {
@@ -39,6 +42,9 @@ DEFAULTS = {
     "batching_ttft_p95_ms": {"warn": 1000, "fail": 5000},
     "spread_iqr_fraction": {"warn": 0.10, "fail": None},
     "gpu_h2d_below_siblings_fraction": {"warn": 0.15, "fail": 0.5},
+    "gpu_link_below_siblings_fraction": {"warn": 0.01, "fail": 0.4},
+    "gpu_ttft_above_siblings_fraction": {"warn": 0.15, "fail": 0.5},
+    "gpu_kv_below_siblings_fraction": {"warn": 0.05, "fail": 0.25},
 }
 
 
