@@ -320,11 +320,13 @@ def test_null_count_leaves_the_pool_alone_and_only_reports(sandbox):
     assert NR_HUGEPAGES.read_text() == before and not sandbox.state.exists()
 
 
-def test_molecule_default_scenario(restore_kernel_tunables):
+def test_molecule_default_scenario(restore_kernel_tunables, tmp_path):
     """roles/hugepages/molecule/default: prepare, converge, idempotence, verify, cleanup (rollback) on this machine."""
     bindir = Path(sys.executable).parent
     env = ansible_env(PATH=f"{bindir}:{os.environ.get('PATH', '')}")
     env.pop("ANSIBLE_CONFIG", None)  # molecule writes its own configuration
+    # A fresh scenario state each run: molecule keeps "prepared" in ~/.ansible/tmp and would skip prepare.
+    env["MOLECULE_EPHEMERAL_DIRECTORY"] = str(tmp_path / "molecule")
     proc = subprocess.run(
         [str(bindir / "molecule"), "test"],
         cwd=REPO / "roles" / "hugepages",

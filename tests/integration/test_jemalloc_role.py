@@ -267,12 +267,14 @@ def test_unknown_malloc_conf_option_is_refused_before_any_change(sandbox):
     assert not DROPIN_DIR.exists()
 
 
-def test_molecule_default_scenario():
+def test_molecule_default_scenario(tmp_path):
     """roles/jemalloc/molecule/default: converge, idempotence, verify (a process with the drop-in's environment
     maps the library), cleanup (rollback), on this machine."""
     bindir = Path(sys.executable).parent
     env = ansible_env(PATH=f"{bindir}:/usr/bin:/bin:/usr/sbin:/sbin")
     env.pop("ANSIBLE_CONFIG", None)  # molecule writes its own configuration
+    # A fresh scenario state each run: molecule keeps "prepared" in ~/.ansible/tmp and would skip prepare.
+    env["MOLECULE_EPHEMERAL_DIRECTORY"] = str(tmp_path / "molecule")
     proc = subprocess.run(
         [str(bindir / "molecule"), "test"],
         cwd=REPO / "roles" / "jemalloc",

@@ -363,10 +363,12 @@ def test_role_tunes_every_live_host_of_the_fleet_and_marks_the_dead_one_unreacha
     assert (selected(ENABLED), selected(DEFRAG), selected(KHUGEPAGED_DEFRAG)) == ("madvise", "never", "1")
 
 
-def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp):
+def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp, tmp_path):
     before = snapshot()
     env = ansible_env()
     env.pop("ANSIBLE_CONFIG")  # molecule writes its own
+    # A fresh scenario state each run: molecule keeps "prepared" in ~/.ansible/tmp and would skip prepare.
+    env["MOLECULE_EPHEMERAL_DIRECTORY"] = str(tmp_path / "molecule")
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "molecule"), "test"],
         cwd=REPO / "roles" / "thp",

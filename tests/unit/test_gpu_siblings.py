@@ -95,3 +95,17 @@ def test_per_gpu_vllm_runs_flag_the_slow_card_and_the_one_with_less_kv_room(tmp_
     assert [got[f"gpu.{i}.kv_per_gpu_vs_siblings"]["status"] for i in range(4)] == ["pass", "pass", "pass", "warn"]
     assert "(21 % below)" in got["gpu.3.kv_per_gpu_vs_siblings"]["reason"]
 
+
+
+def test_the_host_report_puts_the_gpus_side_by_side(tmp_path):
+    gpus = facts_of(nvml_replay.several(H200, 2))
+    probes = {f"ttft_per_gpu_{i}": per_gpu_ttft(i, ms) for i, ms in enumerate([20.0, 27.0])}
+    doc = s.one(s.host("node1", facts=s.facts(gpus=gpus), probes=probes), tmp_path)
+    text = s.module_util("preflight.report.render_markdown").host_report(doc)
+    table = text.split("### GPUs side by side", 1)[1].split("\n\n", 2)[2].splitlines()
+    assert table[0] == ("| GPU | PCI bus | NUMA (CPUs) | PCIe max GB/s | host-to-device pinned GB/s "
+                        "| warm TTFT ms (ttft_per_gpu) |")
+    runs = {r["gpu_index"]: r["ttft_warm_ms"] for r in metrics.per_gpu(doc)["ttft_per_gpu"]}
+    assert table[2] == f"| 0 | 0000:17:00.0 | 0 (0-15) | 63.02 | - | {runs[0]:.4g} |"
+    assert table[3] == f"| 1 | 0000:37:00.0 | 0 (0-15) | 63.02 | - | {runs[1]:.4g} |"
+    assert 26 < runs[1] < 28

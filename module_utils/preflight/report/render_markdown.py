@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ansible.module_utils.preflight.report import charts, fleet
+from ansible.module_utils.preflight.report import charts, fleet, metrics
 from ansible.module_utils.preflight.report import thresholds as thr
 
 ICON = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
@@ -265,9 +265,36 @@ def facts_section(doc: dict) -> list[str]:
                 for g in gpus
             ],
         )
+        out += gpus_side_by_side(doc)
     else:
         out += [f"No GPUs: {facts.get('gpus_reason') or 'none reported'}.", ""]
     return out
+
+
+def gpus_side_by_side(doc: dict) -> list[str]:
+    """The figures measured on each GPU of the node, one row per GPU, for a node of two GPUs or more."""
+    gpus = (doc["facts"] or {}).get("gpus") or []
+    if len(gpus) < 2:
+        return []
+    copies = {g["gpu_index"]: g["pinned_gb_per_s"] for g in metrics.h2d(doc)}
+    runs = metrics.per_gpu(doc)
+    head = ["GPU", "PCI bus", "NUMA (CPUs)", "PCIe max GB/s", "host-to-device pinned GB/s"]
+    columns = []
+    for name, group in sorted(runs.items()):
+        by_gpu = {r["gpu_index"]: r for r in group}
+        field, what = ("ttft_warm_ms", "warm TTFT ms") if any(r["ttft_warm_ms"] is not None for r in group) \
+            else ("kv_tokens", "KV tokens")
+        head.append(f"{what} ({name})")
+        columns.append((by_gpu, field))
+    rows = []
+    for g in gpus:
+        idx = g.get("index")
+        rows.append([idx, g.get("pci_bus_id"), f"{cell(g.get('numa_node'))} ({cell(g.get('cpu_affinity'))})",
+                     (g.get("pcie") or {}).get("bandwidth_gbs_max"), copies.get(idx)]
+                    + [(by_gpu.get(idx) or {}).get(field) for by_gpu, field in columns])
+    return ["### GPUs side by side", "",
+            "Each GPU against its siblings: the `gpu.N.*_vs_siblings` checks flag one that stands out.", ""] \
+        + table(head, rows)
 
 
 def _width(pcie: dict) -> str:
