@@ -19,17 +19,7 @@ import time
 from dataclasses import dataclass
 
 from probes import stats, vllm_client
-from probes.server import (
-    ProbeTerminated,
-    ServerError,
-    ServerStartError,
-    add_server_args,
-    detect_backend,
-    interrupted_text,
-    open_server,
-    preload_report,
-    server_verdicts,
-)
+from probes.server import add_server_args, detect_backend, run_on_server
 from probes.vllm_client import RequestRecord
 
 MIN_COMPARE_N = getattr(stats, "MIN_COMPARE_N", 2)  # fewer samples and stats.compare cannot name a winner
@@ -333,43 +323,21 @@ def main(argv: list[str]) -> int:
         parser.error("--prompts, --repeats and --max-concurrency must be at least 1")
     levels = levels_up_to(args.max_concurrency, args.prompts)
 
-    started, t0 = time.time(), time.perf_counter()
-    errors: list[str] = []
-    verdicts: list[dict] = []
     results: dict = {"backend": detect_backend(), "levels_planned": levels}
-    status = None
-    srv = None
-    try:
-        srv = open_server(args)
-        with srv:
-            results["preload_check"], more = preload_report(srv, result)
-            verdicts += more
-            run = asyncio.run(run_batching(
-                srv, levels=levels, n_prompts=args.prompts, repeats=args.repeats, max_tokens=args.max_tokens,
-                prompt_words=args.prompt_words, warmup=args.warmup, time_budget_s=args.time_budget_s,
-                request_timeout_s=args.request_timeout_s))
+
+    def measure(srv, verdicts: list[dict]) -> None:
+        run = asyncio.run(run_batching(
+            srv, levels=levels, n_prompts=args.prompts, repeats=args.repeats, max_tokens=args.max_tokens,
+            prompt_words=args.prompt_words, warmup=args.warmup, time_budget_s=args.time_budget_s,
+            request_timeout_s=args.request_timeout_s))
         res = compute(run)
         results.update(vars(res))
         results["raw"] = [raw_run(r) for r in run.runs]
         verdicts += verdicts_for(res, result)
         if not args.json:
             sys.stderr.write("\n".join(res.table) + "\n")
-    except ServerStartError as exc:
-        errors.append(str(exc))
-        results["start_failure"] = exc.failure
-    except ServerError as exc:
-        errors.append(str(exc))
-    except (ProbeTerminated, KeyboardInterrupt) as exc:
-        errors.append(interrupted_text(exc))
-        status = exc.code if isinstance(exc, ProbeTerminated) else 130
-    if srv is not None:
-        results["server"] = srv.describe()
-        verdicts += server_verdicts(srv, result)
-    params = {k: getattr(v, "label", v) for k, v in vars(args).items() if k not in ("json", "api_key")}
-    doc = result.envelope("batching", params, results, verdicts, started, time.perf_counter() - t0, errors=errors)
-    result.emit(doc, args.json)
-    return status if status is not None else result.exit_status(doc)
 
+    return run_on_server("batching", args, results, measure)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -641,6 +641,40 @@ def preload_report(srv, result_mod) -> tuple[dict | None, list[dict]]:
     return check, preload_check_verdicts(check, result_mod)
 
 
+def run_on_server(probe: str, args, results: dict, measure) -> int:
+    """The frame of a probe that measures one vLLM server: start it (or use --endpoint), check that a
+    preloaded library is mapped, call ``measure(srv, verdicts)`` while it serves (it fills ``results``), stop
+    it on every way out, and print the envelope whatever happened. Returns the probe's exit status."""
+    from probes import result
+
+    started, t0 = time.time(), time.perf_counter()
+    errors: list[str] = []
+    verdicts: list[dict] = []
+    status = None
+    srv = None
+    try:
+        srv = open_server(args)
+        with srv:
+            results["preload_check"], more = preload_report(srv, result)
+            verdicts += more
+            measure(srv, verdicts)
+    except ServerStartError as exc:
+        errors.append(str(exc))
+        results["start_failure"] = exc.failure
+    except ServerError as exc:
+        errors.append(str(exc))
+    except (ProbeTerminated, KeyboardInterrupt) as exc:
+        errors.append(interrupted_text(exc))
+        status = exc.code if isinstance(exc, ProbeTerminated) else 130
+    if srv is not None:
+        results["server"] = srv.describe()
+        verdicts += server_verdicts(srv, result)
+    params = {k: getattr(v, "label", v) for k, v in vars(args).items() if k not in ("json", "api_key")}
+    doc = result.envelope(probe, params, results, verdicts, started, time.perf_counter() - t0, errors=errors)
+    result.emit(doc, args.json)
+    return status if status is not None else result.exit_status(doc)
+
+
 def first_request(srv, max_tokens: int = 8, timeout_s: float = 300.0) -> dict:
     """One small completion, so memory can be read after the first request; returns its timing."""
     import httpx

@@ -17,22 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from dataclasses import dataclass
 
 from probes import stats, vllm_client, vllm_metrics
-from probes.server import (
-    ProbeTerminated,
-    ServerError,
-    ServerStartError,
-    add_server_args,
-    detect_backend,
-    interrupted_text,
-    open_server,
-    phase_split,
-    preload_report,
-    server_verdicts,
-)
+from probes.server import add_server_args, detect_backend, phase_split, run_on_server
 from probes.vllm_client import RequestRecord
 
 GOAL_MS = 2.0
@@ -340,41 +328,19 @@ def main(argv: list[str]) -> int:
     if args.warm < MIN_WARM:
         parser.error(f"-n {args.warm}: at least {MIN_WARM} warm requests are needed for a median with a spread")
 
-    started, t0 = time.time(), time.perf_counter()
-    errors: list[str] = []
-    verdicts: list[dict] = []
     results: dict = {"backend": detect_backend()}
-    status = None
-    srv = None
-    try:
-        srv = open_server(args)
-        with srv:
-            results["preload_check"], more = preload_report(srv, result)
-            verdicts += more
-            run = asyncio.run(run_requests(srv, apis=apis, n=args.warm, max_tokens=args.max_tokens,
-                                           prompt_words=args.prompt_words, request_timeout_s=args.request_timeout_s))
+
+    def measure(srv, verdicts: list[dict]) -> None:
+        run = asyncio.run(run_requests(srv, apis=apis, n=args.warm, max_tokens=args.max_tokens,
+                                       prompt_words=args.prompt_words, request_timeout_s=args.request_timeout_s))
         res = compute(run, started_by_probe=srv.started_by_probe,
                       ready_s=srv.timeline.ready_s if srv.timeline else None,
                       phases=phase_split(srv.timeline), startup_log=srv.startup())
         results.update(vars(res))
         results["raw"] = {"cold": run.cold, "warm": run.warm}
         verdicts += verdicts_for(res, result)
-    except ServerStartError as exc:
-        errors.append(str(exc))
-        results["start_failure"] = exc.failure
-    except ServerError as exc:
-        errors.append(str(exc))
-    except (ProbeTerminated, KeyboardInterrupt) as exc:
-        errors.append(interrupted_text(exc))
-        status = exc.code if isinstance(exc, ProbeTerminated) else 130
-    if srv is not None:
-        results["server"] = srv.describe()
-        verdicts += server_verdicts(srv, result)
-    params = {k: getattr(v, "label", v) for k, v in vars(args).items() if k not in ("json", "api_key")}
-    doc = result.envelope("ttft", params, results, verdicts, started, time.perf_counter() - t0, errors=errors)
-    result.emit(doc, args.json)
-    return status if status is not None else result.exit_status(doc)
 
+    return run_on_server("ttft", args, results, measure)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

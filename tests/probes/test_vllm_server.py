@@ -155,6 +155,9 @@ def test_server_environment_pins_one_gpu_and_keeps_nvlink_multicast_off():
     assert {k: env[k] for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")} == {
         "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
     assert "CUDA_VISIBLE_DEVICES" not in ServerSpec(model="/m").environment()  # no --gpu: vLLM picks
+    from probes import worker  # the load and generate probes' worker processes
+
+    assert {k: worker.worker_env()[k] for k in worker.MULTICAST_OFF} == worker.MULTICAST_OFF
 
 
 def test_session_server_is_ready_and_reports_its_start(vllm_server):
