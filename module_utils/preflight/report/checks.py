@@ -633,7 +633,7 @@ def _spread(figure: dict) -> float | None:
 
 def _sibling_checks(doc: dict, name: str, rows: list[dict], what: str, key: str, unit: str, lower_is_better: bool,
                     advice: str) -> list[dict]:
-    """One check per GPU: how far its figure is on the bad side of its siblings' median (a fraction).
+    """One check per GPU: how far (a fraction) its figure is on the bad side of the median of the node's other GPUs.
 
     ``rows`` are {gpu_index, pci_bus_id, value}; a node needs two GPUs with the figure for a comparison.
     """
@@ -655,8 +655,9 @@ def _sibling_checks(doc: dict, name: str, rows: list[dict], what: str, key: str,
             f"({100 * off:.0f} % {side})"
         )
         reason += f": {advice}" if status != "pass" else "."
+        # Measured is the fraction the threshold judges; the figures themselves are in the reason.
         out.append(check(f"gpu.{r['gpu_index']}.{name}_vs_siblings", f"{label} {what} in line with its siblings",
-                         "gpu", status, reason, r["value"], round(sibling, 4), record, unit))
+                         "gpu", status, reason, off, None, record, ""))
     return out
 
 
