@@ -353,7 +353,7 @@ def numeric_facts(doc: dict) -> dict[str, tuple[float, str | None, bool]]:
 
 def per_gpu(doc: dict) -> dict[str, list[dict]]:
     """Runs of one plan entry on each GPU (results <entry>_<index>, the probe's --gpu):
-    {entry: [{gpu_index, result, ttft_warm_ms, kv_tokens}]}, entries with two GPUs or more only."""
+    {entry: [{gpu_index, result, ttft_warm_ms, ttft_warm_ci_ms, kv_tokens}]}, entries of two GPUs or more."""
     groups: dict[str, list[dict]] = {}
     for name, envelope in sorted((doc.get("probes") or {}).items()):
         if not isinstance(envelope, dict):
@@ -365,12 +365,14 @@ def per_gpu(doc: dict) -> dict[str, list[dict]]:
         results = envelope.get("results") or {}
         warm = results.get("warm") or {}
         api = next(iter(warm), None) if isinstance(warm, dict) else None
-        ttft = (_summary_at(warm, api, "ttft_ms") or {}).get("value") if api else None
+        ttft = (_summary_at(warm, api, "ttft_ms") if api else None) or {}
         configs = kv_configs(results)
+        is_ttft = envelope.get("probe") == "ttft"
         groups.setdefault(entry, []).append({
             "gpu_index": gpu,
             "result": name,
-            "ttft_warm_ms": ttft if envelope.get("probe") == "ttft" else None,
+            "ttft_warm_ms": ttft.get("value") if is_ttft else None,
+            "ttft_warm_ci_ms": (ttft.get("ci_low"), ttft.get("ci_high")) if is_ttft else None,
             "kv_tokens": configs[0].get("kv_tokens") if envelope.get("probe") == "kv" and configs else None,
         })
     return {entry: runs for entry, runs in groups.items() if len(runs) >= 2}
