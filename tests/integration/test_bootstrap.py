@@ -17,7 +17,8 @@ import yaml
 from tests.sshfleet import REPO, run_playbook
 
 STANDARD_PROBES = ["load", "ttft", "kv", "batching"]
-FULL_ONLY = ["thp_ab_always", "thp_ab_madvise", "thp_ab_never", "allocator_ab", "kv_sweep"]
+FULL_ONLY = ["thp_ab_always", "thp_ab_madvise", "thp_ab_never", "allocator_ab", "ttft_per_gpu", "kv_sweep",
+             "kv_per_gpu"]
 SYSFS = [
     *sorted(Path("/sys/kernel/mm/transparent_hugepage").glob("**/enabled")),
     Path("/sys/kernel/mm/transparent_hugepage/defrag"),
@@ -156,8 +157,7 @@ def test_tags_pick_probes_and_check_mode_runs_none(ssh_fleet, tmp_path, tiny_mod
     assert summary.startswith("level standard; ran no probes; ")
     assert f"skipped load (check mode: would run {sys.executable} -m probes load --model {tiny_model} " in summary
     assert "skipped ttft, kv, batching (not selected by --tags load)" in summary
-    assert ("skipped thp_ab_always, thp_ab_madvise, thp_ab_never, allocator_ab, kv_sweep "
-            "(level standard does not include it (it runs at full))") in summary
+    assert (f"skipped {', '.join(FULL_ONLY)} (level standard does not include it (it runs at full))") in summary
 
 
 def test_vllm_probes_are_skipped_with_the_reason_when_vllm_does_not_import(ssh_fleet, tmp_path, tiny_model):
