@@ -142,6 +142,10 @@ def test_group_members_and_descendants_see_a_whole_process_group():
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # SIGKILL reaches the other members asynchronously: they are gone within moments, not at once.
+    deadline = time.monotonic() + 5
+    while group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert group_members(proc.pid) == []
 
 
