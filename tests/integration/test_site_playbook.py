@@ -51,19 +51,19 @@ def site_run(ssh_fleet, tmp_path_factory):
     reports = work / "reports"
     # The THP values before the run, as the kernel held them: the role must report these as "before".
     thp_before = {"thp_enabled": selected(THP / "enabled"), "thp_defrag": selected(THP / "defrag")}
+    inventory = fleet_inventory(ssh_fleet, work / "hosts.yml")
     try:
         proc = run_playbook(
-            "playbooks/site.yml",
-            fleet_inventory(ssh_fleet, work / "hosts.yml"),
-            "-e",
-            f"preflight_report_dir={reports}",
-            env=JSON_OUTPUT,
-            timeout=600,
+            "playbooks/site.yml", inventory, "-e", f"preflight_report_dir={reports}", env=JSON_OUTPUT, timeout=600
         )
     finally:
+        # The fleet's live hosts are this machine: one rollback takes back the units, drop-ins and records
+        # that site.yml left at their default places; the sysfs values are put back below in any case.
+        rollback = run_playbook("playbooks/rollback.yml", inventory, "--limit", "node1", timeout=600)
         for path, text in before.items():
             if _selected(path.read_text()) != _selected(text):
                 path.write_text(_selected(text))
+        assert rollback.returncode == 0, rollback.stdout[-3000:]
     return {"proc": proc, "reports": reports, "work": work, "thp_before": thp_before}
 
 
