@@ -41,6 +41,17 @@ def fleet_inventory(ssh_fleet, path: Path) -> Path:
     return path
 
 
+def site_then_rollback(inventory: Path, reports: Path, *args: str):
+    """site.yml over the fleet, then playbooks/rollback.yml: the fleet's live hosts are this machine, and one
+    rollback takes back the units, drop-ins and records that site.yml leaves at their default places."""
+    try:
+        return run_playbook("playbooks/site.yml", inventory, *args, "-e", f"preflight_report_dir={reports}",
+                            env=JSON_OUTPUT, timeout=600)
+    finally:
+        rollback = run_playbook("playbooks/rollback.yml", inventory, "--limit", "node1", timeout=600)
+        assert rollback.returncode == 0, rollback.stdout[-3000:]
+
+
 @pytest.fixture(scope="module")
 def site_run(ssh_fleet, tmp_path_factory):
     """One real site.yml run over the fleet; the kernel's THP values are put back afterwards."""
@@ -51,19 +62,12 @@ def site_run(ssh_fleet, tmp_path_factory):
     reports = work / "reports"
     # The THP values before the run, as the kernel held them: the role must report these as "before".
     thp_before = {"thp_enabled": selected(THP / "enabled"), "thp_defrag": selected(THP / "defrag")}
-    inventory = fleet_inventory(ssh_fleet, work / "hosts.yml")
     try:
-        proc = run_playbook(
-            "playbooks/site.yml", inventory, "-e", f"preflight_report_dir={reports}", env=JSON_OUTPUT, timeout=600
-        )
+        proc = site_then_rollback(fleet_inventory(ssh_fleet, work / "hosts.yml"), reports)
     finally:
-        # The fleet's live hosts are this machine: one rollback takes back the units, drop-ins and records
-        # that site.yml left at their default places; the sysfs values are put back below in any case.
-        rollback = run_playbook("playbooks/rollback.yml", inventory, "--limit", "node1", timeout=600)
         for path, text in before.items():
             if _selected(path.read_text()) != _selected(text):
                 path.write_text(_selected(text))
-        assert rollback.returncode == 0, rollback.stdout[-3000:]
     return {"proc": proc, "reports": reports, "work": work, "thp_before": thp_before}
 
 
@@ -160,16 +164,8 @@ def test_documents_validate_and_machine_outputs_agree(site_run):
 
 def test_second_run_compares_each_host_with_its_previous_report(site_run, ssh_fleet, restore_kernel_tunables):
     first = (site_run["reports"] / "latest").resolve()
-    proc = run_playbook(
-        "playbooks/site.yml",
-        ssh_fleet.inventory(site_run["work"] / "two.yml"),
-        "--limit",
-        "node1",
-        "-e",
-        f"preflight_report_dir={site_run['reports']}",
-        env=JSON_OUTPUT,
-        timeout=600,
-    )
+    inventory = ssh_fleet.inventory(site_run["work"] / "two.yml")
+    proc = site_then_rollback(inventory, site_run["reports"], "--limit", "node1")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     second = (site_run["reports"] / "latest").resolve()
     assert second != first
