@@ -339,5 +339,6 @@ def main(argv: list[str]) -> int:
 
     return run_on_server("batching", args, results, measure)
 
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -187,6 +187,8 @@ class ServerSpec:
         """What the server gets on top of the probe's own environment."""
         env = {"PYTHONUNBUFFERED": "1", **worker.MULTICAST_OFF, **self.env}
         if self.gpu is not None:
+            # CUDA numbers GPUs fastest first unless told otherwise; NVML (node facts) numbers them by PCI bus.
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         return env
 

@@ -342,5 +342,6 @@ def main(argv: list[str]) -> int:
 
     return run_on_server("ttft", args, results, measure)
 
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

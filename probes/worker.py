@@ -46,6 +46,7 @@ def worker_env(extra: dict | None = None, *, drop: tuple[str, ...] = ()) -> dict
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # torch's GPU N is NVML's (the node facts') GPU N
     env.update(extra or {})
     return env
 

@@ -156,6 +156,7 @@ def test_group_members_and_descendants_see_a_whole_process_group():
 def test_server_environment_pins_one_gpu_and_keeps_nvlink_multicast_off():
     env = ServerSpec(model="/m", gpu=1, env={"LD_PRELOAD": "/lib/j.so"}).environment()
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["LD_PRELOAD"] == "/lib/j.so"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # GPU 1 is NVML's GPU 1, the one the node facts list
     assert {k: env[k] for k in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")} == {
         "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
     assert "CUDA_VISIBLE_DEVICES" not in ServerSpec(model="/m").environment()  # no --gpu: vLLM picks
