@@ -643,6 +643,24 @@ def preload_report(srv, result_mod) -> tuple[dict | None, list[dict]]:
     return check, preload_check_verdicts(check, result_mod)
 
 
+@contextlib.contextmanager
+def server_failures(results: dict, errors: list[str]):
+    """Turns the ways a server probe ends early into its envelope: a start that failed (with vLLM's reason in
+    results["start_failure"]), a server error, an interruption. Yields a dict whose "status" is the exit
+    status an interruption asks for (None otherwise); any other exception goes on up."""
+    outcome: dict = {"status": None}
+    try:
+        yield outcome
+    except ServerStartError as exc:
+        errors.append(str(exc))
+        results["start_failure"] = exc.failure
+    except ServerError as exc:
+        errors.append(str(exc))
+    except (ProbeTerminated, KeyboardInterrupt) as exc:
+        errors.append(interrupted_text(exc))
+        outcome["status"] = exc.code if isinstance(exc, ProbeTerminated) else 130
+
+
 def run_on_server(probe: str, args, results: dict, measure) -> int:
     """The frame of a probe that measures one vLLM server: start it (or use --endpoint), check that a
     preloaded library is mapped, call ``measure(srv, verdicts)`` while it serves (it fills ``results``), stop
@@ -652,29 +670,20 @@ def run_on_server(probe: str, args, results: dict, measure) -> int:
     started, t0 = time.time(), time.perf_counter()
     errors: list[str] = []
     verdicts: list[dict] = []
-    status = None
     srv = None
-    try:
+    with server_failures(results, errors) as outcome:
         srv = open_server(args)
         with srv:
             results["preload_check"], more = preload_report(srv, result)
             verdicts += more
             measure(srv, verdicts)
-    except ServerStartError as exc:
-        errors.append(str(exc))
-        results["start_failure"] = exc.failure
-    except ServerError as exc:
-        errors.append(str(exc))
-    except (ProbeTerminated, KeyboardInterrupt) as exc:
-        errors.append(interrupted_text(exc))
-        status = exc.code if isinstance(exc, ProbeTerminated) else 130
     if srv is not None:
         results["server"] = srv.describe()
         verdicts += server_verdicts(srv, result)
     params = {k: getattr(v, "label", v) for k, v in vars(args).items() if k not in ("json", "api_key")}
     doc = result.envelope(probe, params, results, verdicts, started, time.perf_counter() - t0, errors=errors)
     result.emit(doc, args.json)
-    return status if status is not None else result.exit_status(doc)
+    return outcome["status"] if outcome["status"] is not None else result.exit_status(doc)
 
 
 def first_request(srv, max_tokens: int = 8, timeout_s: float = 300.0) -> dict:
@@ -723,32 +732,24 @@ def main(argv: list[str]) -> int:
     started, t0 = time.time(), time.perf_counter()
     errors: list[str] = []
     verdicts: list[dict] = []
-    status = None
     results: dict = {"backend": detect_backend()}
     srv = None
     try:
-        srv = open_server(args)
-        with srv:
-            if srv.started_by_probe:
-                sys.stderr.write(f"probes server: vLLM ready at {srv.base_url} in {srv.timeline.ready_s:.1f} s "
-                                 f"(pid {srv.proc.pid}, process group {srv.pgid}, log {srv.log_path})\n")
-                sys.stderr.flush()
-            results["first_request"] = first_request(srv)
-            srv.snapshot_memory("after_first_request")
-            results["preload_check"], more = preload_report(srv, result)
-            verdicts += more
-            if args.hold_s > 0:
-                sys.stderr.write(f"probes server: holding the server for {args.hold_s:g} s\n")
-                sys.stderr.flush()
-                time.sleep(args.hold_s)
-    except ServerStartError as exc:
-        errors.append(str(exc))
-        results["start_failure"] = exc.failure
-    except ServerError as exc:
-        errors.append(str(exc))
-    except (ProbeTerminated, KeyboardInterrupt) as exc:
-        errors.append(interrupted_text(exc))
-        status = exc.code if isinstance(exc, ProbeTerminated) else 130
+        with server_failures(results, errors) as outcome:
+            srv = open_server(args)
+            with srv:
+                if srv.started_by_probe:
+                    sys.stderr.write(f"probes server: vLLM ready at {srv.base_url} in {srv.timeline.ready_s:.1f} s "
+                                     f"(pid {srv.proc.pid}, process group {srv.pgid}, log {srv.log_path})\n")
+                    sys.stderr.flush()
+                results["first_request"] = first_request(srv)
+                srv.snapshot_memory("after_first_request")
+                results["preload_check"], more = preload_report(srv, result)
+                verdicts += more
+                if args.hold_s > 0:
+                    sys.stderr.write(f"probes server: holding the server for {args.hold_s:g} s\n")
+                    sys.stderr.flush()
+                    time.sleep(args.hold_s)
     except Exception as exc:  # a measurement failed; the server is already stopped by the with-block
         errors.append(f"{type(exc).__name__}: {exc}")
     if srv is not None:
@@ -764,4 +765,4 @@ def main(argv: list[str]) -> int:
     params.pop("api_key", None)
     doc = result.envelope("server", params, results, verdicts, started, time.perf_counter() - t0, errors=errors)
     result.emit(doc, args.json)
-    return status if status is not None else result.exit_status(doc)
+    return outcome["status"] if outcome["status"] is not None else result.exit_status(doc)

@@ -683,17 +683,20 @@ def _gpu_sibling_checks(doc: dict) -> list[dict]:
         "copy ran from the GPU's own NUMA node.",
     )
     bus = {g.get("index"): g.get("pci_bus_id") for g in gpus}
+
+    def rows(runs, field, ci=None):
+        return [{"gpu_index": r["gpu_index"], "pci_bus_id": bus.get(r["gpu_index"]), "value": r[field],
+                 "ci": r[ci] if ci else None} for r in runs]
+
     for name, runs in metrics.per_gpu(doc).items():
-        ttft = [{"gpu_index": r["gpu_index"], "pci_bus_id": bus.get(r["gpu_index"]), "value": r["ttft_warm_ms"],
-                 "ci": r["ttft_warm_ci_ms"]} for r in runs]
-        kv = [{"gpu_index": r["gpu_index"], "pci_bus_id": bus.get(r["gpu_index"]), "value": r["kv_tokens"]}
-              for r in runs]
         out += _sibling_checks(
-            doc, name, ttft, f"warm TTFT median ({name})", "gpu_ttft_above_siblings_fraction", "ms", True,
+            doc, name, rows(runs, "ttft_warm_ms", "ttft_warm_ci_ms"), f"warm TTFT median ({name})",
+            "gpu_ttft_above_siblings_fraction", "ms", True,
             "the same server and requests are slower on this GPU: check its clocks and throttle reasons "
             "(`nvidia-smi -q -d PERFORMANCE`), its PCIe link and what else runs on it.",
         ) + _sibling_checks(
-            doc, name, kv, f"KV cache tokens ({name})", "gpu_kv_below_siblings_fraction", "tokens", False,
+            doc, name, rows(runs, "kv_tokens"), f"KV cache tokens ({name})",
+            "gpu_kv_below_siblings_fraction", "tokens", False,
             "at the same budget this GPU holds fewer KV tokens: another process holds memory on it "
             "(`nvidia-smi`), or its memory differs from its siblings'.",
         )
