@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.preflight.facts import gather
+from ansible.module_utils.preflight.core.facts import gather
 
 DOCUMENTATION = r"""
 ---

@@ -1,7 +1,7 @@
 """Make the repo's module_utils importable in tests as Ansible modules see them.
 
     from tests.moduleutils import module_util
-    facts = module_util("preflight.facts")      # ansible.module_utils.preflight.facts
+    facts = module_util("preflight.core.facts")      # ansible.module_utils.preflight.facts
 
 (After ``import tests.moduleutils`` plain ``from ansible.module_utils.preflight... import`` works
 too, but import sorters move that line below the import it enables.)
@@ -29,7 +29,7 @@ def enable(directory: Path = REPO_MODULE_UTILS) -> None:
 
 
 def module_util(name: str) -> ModuleType:
-    """``module_util("preflight.facts")`` is ansible.module_utils.preflight.facts from this repo."""
+    """``module_util("preflight.core.facts")`` is ansible.module_utils.preflight.facts from this repo."""
     enable()
     return importlib.import_module(f"ansible.module_utils.{name}")
 

@@ -17,7 +17,7 @@ from probes import stats
 from tests.moduleutils import module_util
 
 pipeline = module_util("preflight.report.pipeline")
-facts_mod = module_util("preflight.facts")
+facts_mod = module_util("preflight.core.facts")
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "facts"
 NOW = datetime(2026, 11, 23, 15, 0, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ import copy
 from tests.unit import nvml_replay
 from tests.unit import report_samples as s
 
-gpus_mod = s.module_util("preflight.gpus")
+gpus_mod = s.module_util("preflight.core.gpus")
 metrics = s.module_util("preflight.report.metrics")
 
 H200 = nvml_replay.load("h200x1")

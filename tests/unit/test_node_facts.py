@@ -10,14 +10,14 @@ import pytest
 
 from tests.moduleutils import module_util
 
-facts_module = module_util("preflight.facts")
-cmdline_facts = facts_module.cmdline_facts
+facts_module = module_util("preflight.core.facts")
 gather = facts_module.gather
-parse_choices = facts_module.parse_choices
-parse_cpulist = facts_module.parse_cpulist
-parse_size_kb = facts_module.parse_size_kb
-split_cmdline = facts_module.split_cmdline
-format_cpulist = module_util("preflight.gpus").format_cpulist
+cmdline_facts = module_util("preflight.core.cmdline").cmdline_facts
+split_cmdline = module_util("preflight.core.cmdline").split_cmdline
+parse_choices = module_util("preflight.core.sysfs").parse_choices
+parse_cpulist = module_util("preflight.core.tree").parse_cpulist
+parse_size_kb = module_util("preflight.core.tree").parse_size_kb
+format_cpulist = module_util("preflight.core.gpus").format_cpulist
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "facts"
 MTHP_CHOICES = ["always", "inherit", "madvise", "never"]
@@ -430,6 +430,8 @@ def test_tuned_include_loop_and_missing_profile_are_reasons_not_crashes(tmp_path
         ("always [madvise] never\n", ("madvise", ["always", "madvise", "never"])),
         ("[always] inherit madvise never", ("always", ["always", "inherit", "madvise", "never"])),
         ("always madvise never", (None, ["always", "madvise", "never"])),
+        ("1\n", ("1", [])),
+        ("4096 8192", ("4096 8192", [])),
         (None, (None, [])),
     ],
 )

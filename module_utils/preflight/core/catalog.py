@@ -1,0 +1,47 @@
+"""The facts Preflight is built on, once each: choices, levels and budgets, probe names, schema versions.
+
+Role defaults, argument specs, group_vars comments, the probes and the reports read these or are checked
+against them by tests/unit/test_catalog_drift.py.
+"""
+
+from __future__ import annotations
+
+# --- Transparent Huge Pages -------------------------------------------------------------------------------
+THP_DIR = "/sys/kernel/mm/transparent_hugepage"
+THP_ENABLED_CHOICES = ("always", "madvise", "never")
+THP_DEFRAG_CHOICES = ("always", "defer", "defer+madvise", "madvise", "never")
+THP_KHUGEPAGED_DEFRAG_CHOICES = (0, 1)
+# Per-size (multi-size) THP, kernels since 6.8: <THP_DIR>/hugepages-<N>kB/enabled.
+THP_SIZE_CHOICES = ("always", "inherit", "madvise", "never")
+THP_SIZE_KNOB = THP_DIR + "/hugepages-{size}/enabled"
+THP_PERSIST_CHOICES = ("systemd", "kernel_cmdline")
+
+# The role defaults (roles/thp/defaults/main.yml must say the same; group_vars/all.yml may not differ).
+THP_DEFAULTS = {
+    "thp_enabled": "madvise",
+    "thp_defrag": "never",
+    "thp_khugepaged_defrag": 1,
+    "thp_persist": ["systemd"],
+    "thp_state_dir": "/var/lib/preflight/thp",
+}
+
+# --- Certification levels ---------------------------------------------------------------------------------
+LEVELS = ("quick", "standard", "full")
+# Levels that run probes (quick reads the tuning back only).
+PROBE_LEVELS = ("standard", "full")
+LEVEL_BUDGET_S = {"quick": 60, "standard": 900, "full": 3600}
+
+# --- Probes -----------------------------------------------------------------------------------------------
+# In the order a plan runs them.
+PROBES = ("load", "generate", "ttft", "kv", "batching")
+# The probes that start a vLLM server.
+VLLM_PROBES = ("ttft", "kv", "batching")
+# Offline model shapes probes.model can build (probes/model.py SHAPES has one entry for each).
+MODEL_SHAPES = ("tiny", "qwen2.5-1.5b", "phi-3-mini", "smollm2-135m")
+
+# --- Schema versions --------------------------------------------------------------------------------------
+FACTS_SCHEMA_VERSION = 1  # node_facts' ansible_facts.preflight
+ENVELOPE_SCHEMA_VERSION = 1  # a probe's JSON envelope (probes/schema/envelope.schema.json)
+HOST_DOCUMENT_SCHEMA_VERSION = 1  # reports' <host>.json (report/host_document.schema.json)
+SUMMARY_SCHEMA_VERSION = 1  # reports' summary.json
+ROLLBACK_RECORD_SCHEMA_VERSION = 1  # what a role records under <role>_state_dir for rollback

@@ -1,0 +1,216 @@
+"""Other tuners that set our knobs at boot: sysctl.d, tuned profiles, GRUB defaults, units and tmpfiles."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+
+from .cmdline import cmdline_facts
+from .tree import Tree, _reason
+
+# The sysctls another tuner could set at boot behind our back.
+SYSCTL_KEYS = (
+    "vm.nr_hugepages",
+    "vm.nr_hugepages_mempolicy",
+    "vm.nr_overcommit_hugepages",
+    "vm.hugetlb_shm_group",
+    "vm.overcommit_memory",
+    "vm.swappiness",
+    "vm.zone_reclaim_mode",
+    "vm.max_map_count",
+    "vm.min_free_kbytes",
+    "vm.compaction_proactiveness",
+    "kernel.numa_balancing",
+)
+
+# Highest priority first: a file name in an earlier directory masks the same name in a later one
+# (systemd-sysctl(8)); /etc/sysctl.conf is applied last (sysctl --system).
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
+SYSCTL_CONF = "/etc/sysctl.conf"
+
+TUNED_ACTIVE_PROFILE = "/etc/tuned/active_profile"
+# User profiles first, then the shipped ones (tuned 2.23 moved both under profiles/).
+TUNED_PROFILE_DIRS = ("/etc/tuned/profiles", "/etc/tuned", "/usr/lib/tuned/profiles", "/usr/lib/tuned")
+
+# Files that can write sysfs at boot besides sysctl.d; scanned for the knobs below.
+BOOT_WRITER_GLOBS = (
+    "/etc/rc.local",
+    "/etc/sysfs.conf",
+    "/etc/sysfs.d/*.conf",
+    "/etc/tmpfiles.d/*.conf",
+    "/run/tmpfiles.d/*.conf",
+    "/usr/lib/tmpfiles.d/*.conf",
+    "/etc/systemd/system/*.service",
+    "/etc/systemd/system/*.service.d/*.conf",
+    "/run/systemd/system/*.service",
+    "/etc/cron.d/*",
+)
+BOOT_WRITER_PATTERNS = {"transparent_hugepage": "transparent_hugepage", "hugepages": "nr_hugepages"}
+
+GRUB_DEFAULT = "/etc/default/grub"
+GRUB_DEFAULT_DIR = "/etc/default/grub.d"
+GRUB_CMDLINE_VARS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
+
+
+def _sysctl_files(tree: Tree) -> list[str]:
+    """The sysctl files applied at boot, in the order they are applied."""
+    chosen: dict[str, str] = {}
+    for directory in SYSCTL_DIRS:
+        for path in tree.glob(f"{directory}/*.conf"):
+            chosen.setdefault(os.path.basename(path), path)
+    ordered = []
+    seen = set()
+    for name in sorted(chosen):
+        path = chosen[name]
+        identity = tree.identity(path)
+        # A name linked to /dev/null masks the shipped file of the same name.
+        if identity is None or tree.readlink(path) == "/dev/null":
+            continue
+        ordered.append(path)
+        seen.add(identity)
+    conf_identity = tree.identity(SYSCTL_CONF)
+    if conf_identity is not None and conf_identity not in seen:
+        ordered.append(SYSCTL_CONF)
+    return ordered
+
+
+def sysctl_facts(tree: Tree) -> tuple[dict[str, list[str]], dict[str, str]]:
+    overrides: dict[str, list[str]] = {}
+    values: dict[str, str] = {}
+    for path in _sysctl_files(tree):
+        text = tree.read(path, record=False)
+        hits = False
+        for line in (text or "").splitlines():
+            line = line.strip()
+            if not line or line[0] in "#;" or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            key = key.strip().lstrip("-").replace("/", ".")
+            if key in SYSCTL_KEYS:
+                hits = True
+                overrides.setdefault(key, []).append(path)
+                values[key] = value.strip()
+        if hits:
+            tree.keep(path)
+    return overrides, values
+
+
+def _tuned_profile_file(tree: Tree, name: str) -> str | None:
+    for directory in TUNED_PROFILE_DIRS:
+        path = f"{directory}/{name}/tuned.conf"
+        if tree.exists(path):
+            return path
+    return None
+
+
+def tuned_facts(tree: Tree, problems: list[str]) -> tuple[str | None, dict[str, str], list[str]]:
+    """Active tuned profile(s) and what they set that matters to us (includes applied first)."""
+    active_text = tree.read(TUNED_ACTIVE_PROFILE)
+    active = active_text.strip() if active_text and active_text.strip() else None
+    settings: dict[str, str] = {}
+    files: list[str] = []
+
+    def apply(name: str, visiting: tuple[str, ...]) -> None:
+        if name in visiting:
+            problems.append(f"tuned profile {name}: include loop through {' -> '.join(visiting)}")
+            return
+        path = _tuned_profile_file(tree, name)
+        if path is None:
+            problems.append(f"tuned profile {name}: no tuned.conf in {', '.join(TUNED_PROFILE_DIRS)}")
+            return
+        parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",))
+        parser.optionxform = str
+        try:
+            parser.read_string(tree.read(path) or "", source=path)
+        except configparser.Error as exc:
+            problems.append(f"{path}: {exc}")
+            return
+        if parser.has_option("main", "include"):
+            for included in re.split(r"[\s,;]+", parser.get("main", "include").strip()):
+                if included:
+                    apply(included, visiting + (name,))
+        files.append(path)
+        for section in parser.sections():
+            for key, value in parser.items(section):
+                if (
+                    section == "vm"
+                    or (section == "sysctl" and key in SYSCTL_KEYS)
+                    or (section == "bootloader" and key.startswith("cmdline"))
+                ):
+                    settings[f"{section}.{key}"] = value.strip()
+
+    for name in (active or "").split():
+        apply(name, ())
+    return active, settings, files
+
+
+def _expand_shell(value: str, variables: dict[str, str]) -> str:
+    """Value of a shell assignment in /etc/default/grub: quotes removed, $VAR expanded."""
+    value = value.strip()
+    if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+        return value[1:-1]
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        value = value[1:-1]
+
+    def expand(match: re.Match) -> str:
+        return variables.get(match.group(1) or match.group(2), "")
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", expand, value)
+
+
+def grub_facts(tree: Tree) -> tuple[dict[str, str] | None, list[str]]:
+    if not tree.exists(GRUB_DEFAULT):
+        return None, []
+    files = [GRUB_DEFAULT] + tree.glob(f"{GRUB_DEFAULT_DIR}/*.cfg")
+    variables: dict[str, str] = {}
+    for path in files:
+        for line in (tree.read(path) or "").splitlines():
+            match = re.match(r"^\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)$", line)
+            if match:
+                variables[match.group(1)] = _expand_shell(match.group(2), variables)
+    return {name: variables.get(name) for name in GRUB_CMDLINE_VARS}, files
+
+
+def boot_writer_facts(tree: Tree) -> dict[str, list[str]]:
+    """Files other than sysctl.d that write THP or hugepage pools at boot (units, tmpfiles, sysfs.conf)."""
+    writers: dict[str, list[str]] = {key: [] for key in BOOT_WRITER_PATTERNS}
+    for pattern in BOOT_WRITER_GLOBS:
+        for path in tree.glob(pattern):
+            text = tree.read(path, record=False)
+            if text is None:
+                continue
+            for key, needle in BOOT_WRITER_PATTERNS.items():
+                if needle in text:
+                    tree.keep(path)
+                    writers[key].append(path)
+    return writers
+
+
+def tuner_facts(tree: Tree) -> dict:
+    problems: list[str] = []
+    active, tuned_settings, tuned_files = tuned_facts(tree, problems)
+    overrides, values = sysctl_facts(tree)
+    grub_cmdline, grub_files = grub_facts(tree)
+    grub_params = None
+    if grub_cmdline is not None:
+        joined = " ".join(v for v in (grub_cmdline[name] for name in GRUB_CMDLINE_VARS) if v)
+        grub_params, _ = cmdline_facts(joined)
+    return {
+        "tuned_active_profile": active,
+        "tuned_settings": tuned_settings,
+        "tuned_files": tuned_files,
+        "sysctl_overrides": overrides,
+        "sysctl_values": values,
+        "boot_writers": boot_writer_facts(tree),
+        "bootloader": "grub" if grub_cmdline is not None else None,
+        "bootloader_reason": None
+        if grub_cmdline is not None
+        else f"no {GRUB_DEFAULT}: no bootloader configuration found that could persist the kernel command line",
+        "grub_files": grub_files,
+        "grub_cmdline": grub_cmdline,
+        "grub_cmdline_params": grub_params,
+        "reason": _reason(problems),
+    }
+
+
