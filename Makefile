@@ -19,7 +19,7 @@ demo: $(VENV)/.runtime
 	echo "Report: $$(readlink -f reports/latest)/summary.html"; exit $$rc
 
 ## test: install test needs, lint, and run the whole suite
-test: $(VENV)/.dev lint pytest
+test: system-deps $(VENV)/.dev lint pytest
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
@@ -33,11 +33,13 @@ pytest: $(VENV)/.dev
 	$(VENV)/bin/pytest -q tests/probes $(PYTEST_ARGS) || rc=1; \
 	exit $$rc
 
-# Debian packages: a venv-capable Python, sshd for the SSH test hosts.
+# Debian packages: a venv-capable Python, sshd for the SSH test hosts, and the real jemalloc the allocator
+# probes and the jemalloc role's tests load (no test may skip for want of it).
 system-deps:
 	@missing=""; \
 	$(shell command -v python3) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	dpkg-query -W -f='$${Status}' libjemalloc2 2>/dev/null | grep -q 'ok installed' || missing="$$missing libjemalloc2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.preflight.core import document
 from ansible.module_utils.preflight.report import pipeline
 
 DOCUMENTATION = r"""
@@ -15,8 +16,9 @@ short_description: Write Preflight's host documents, checks and fleet reports fo
 description:
   - Runs on the controller (C(delegate_to=localhost) with C(run_once), as C(playbooks/report.yml) does) after
     the tuning play, with one entry per host of the run, including hosts that failed or were unreachable.
-  - Builds one JSON document per host (schema version 1 with status, error, facts, settings before/after,
-    probe results, checks, recommendations, fleet outliers, comparison with the host's previous run),
+  - Builds one JSON document per host (with status, error, facts, settings before/after, probe results,
+    checks, recommendations, fleet outliers, comparison with the host's previous run; the schema is
+    module_utils/preflight/report/host_document.schema.json),
     validates it against the schema, and renders per-host Markdown and HTML, a fleet summary
     (Markdown, HTML, JSON), a Prometheus textfile and JUnit XML.
   - Writes everything under O(report_dir)/<run id>/, each file through a temp file and a rename, then
@@ -28,69 +30,35 @@ version_added: "0.1.0"
 author: Preflight
 options:
   report_dir:
-    description: Directory that holds one sub-directory per run and the C(latest) symlink.
+    description:
+      - Directory that holds one sub-directory per run and the C(latest) symlink.
+      - Required with O(hosts).
     type: path
-    required: true
   hosts:
     description:
-      - One entry per host of the run, as C(playbooks/report.yml) collects it from C(hostvars).
+      - One entry per host of the run, with the host's variables the report reads, passed as they are and
+        only those the host defines (C(playbooks/report.yml) passes them from C(hostvars)) - C(inventory_hostname),
+        C(group_names), C(preflight_gpu_class), C(preflight_level), C(preflight_ping) (the first ping's result),
+        C(preflight_failure) (C({task, msg}) from the tuning play's rescue), C(preflight_node_facts) (the
+        node_facts result of this run), C(preflight_role_results), C(preflight_probe_results),
+        C(preflight_run), C(preflight_timings), C(preflight_thresholds), and the tuning variables
+        C(thp_enabled), C(thp_defrag), C(thp_khugepaged_defrag), C(thp_persist), C(hugepages_count),
+        C(hugepages_per_node), C(hugepages_size), C(hugepages_shortfall), C(jemalloc_enabled), C(jemalloc_scope).
+      - The list is C(REPORT_HOSTVARS) in C(module_utils/preflight/core/document.py), which assembles the document;
+        a tuning variable the host does not define takes its role's default, one set to null stays null.
+      - A bad C(preflight_level) or C(preflight_thresholds) makes the host a failed row that names the variable,
+        not a failed module.
+      - An entry with C(host) instead of C(inventory_hostname) is taken as already assembled (C(host), C(groups),
+        C(gpu_class), C(level), C(ping), C(failure), C(facts), C(role_results), C(desired), C(thresholds),
+        C(probes), C(timings), C(run)), as callers of earlier versions pass it.
+      - Give either O(hosts) (write the reports) or O(close_run) (close one host's run).
     type: list
     elements: dict
-    required: true
-    suboptions:
-      host:
-        description: Inventory name.
-        type: str
-        required: true
-      groups:
-        description: The host's C(group_names).
-        type: list
-        elements: str
-        default: []
-      gpu_class:
-        description: Hosts are compared for outliers within their class; default the first group.
-        type: str
-      level:
-        description:
-          - Certification level the host ran at (quick, standard or full); C(run.level) wins.
-          - Any other value makes the host a failed row that names the variable, not a failed module.
-        type: str
-        default: quick
-      ping:
-        description: The registered result of the first ping (C(unreachable) and C(msg) are read).
-        type: dict
-      failure:
-        description: C({task, msg}) recorded by the tuning play's rescue; null when nothing failed.
-        type: dict
-      facts:
-        description: C(ansible_facts.preflight) as C(node_facts) returned it in this run (not from the fact cache).
-        type: dict
-      role_results:
-        description: C(preflight_role_results) (per role settings before/after, persistence, verification).
-        type: dict
-        default: {}
-      desired:
-        description:
-          - The desired state the host was tuned to, per role, for example C(thp.enabled) and C(hugepages.count).
-        type: dict
-        default: {}
-      thresholds:
-        description: C(preflight_thresholds) overrides for this host (see group_vars/all.yml).
-        type: dict
-        default: {}
-      probes:
-        description: Probe envelopes by probe name.
-        type: dict
-        default: {}
-      timings:
-        description: Seconds per phase.
-        type: dict
-        default: {}
-      run:
-        description:
-          - C(preflight_run) as the entry playbooks record it (level, budget, planned, ran, failed, skipped with
-            the reason, phases with their seconds). Its level wins over O(hosts[].level).
-        type: dict
+  report_level:
+    description:
+      - The level of every host that recorded no run of its own (C(preflight_report_level) of the importing
+        playbook, e.g. site.yml); wins over each host's C(preflight_level).
+    type: str
   run_id:
     description:
       - Name of the run directory; default a time-sortable id such as C(20261123T151700Z-3fa2).
@@ -105,13 +73,24 @@ options:
     type: bool
     default: true
   outlier_score:
-    description: Robust z-score (0.6745 x deviation / MAD) beyond which a figure is an outlier in its class.
+    description:
+      - Robust z-score (MAD_SCALE x deviation / MAD) beyond which a figure is an outlier in its class.
+      - Null or omitted is Preflight's built-in OUTLIER_SCORE (C(module_utils/preflight/core/thresholds.py)).
     type: float
-    default: 3.5
   outlier_min_relative:
-    description: Ignore deviations smaller than this fraction of the class median.
+    description:
+      - Ignore deviations smaller than this fraction of the class median.
+      - Null or omitted is Preflight's built-in OUTLIER_MIN_RELATIVE (C(module_utils/preflight/core/thresholds.py)).
     type: float
-    default: 0.1
+  close_run:
+    description:
+      - Instead of writing reports, close one host's run (C(playbooks/tasks/summary.yml)) - C(preflight_run)
+        as recorded so far - and return it with C(total_s), C(certify_s) and C(over_budget) added
+        (RV(run)), the seconds per phase (RV(timings)) and one line for people (RV(line)). Writes nothing.
+    type: dict
+  host:
+    description: The host whose run O(close_run) closes (its inventory name); required with O(close_run).
+    type: str
 attributes:
   check_mode:
     support: full
@@ -120,6 +99,7 @@ attributes:
 requirements:
   - jsonschema (on the controller; in requirements.txt)
 notes:
+  - With O(close_run) it only computes; run it on the controller (C(delegate_to=localhost)).
   - Hosts that failed or were unreachable are reports too, with their error; the playbook decides whether
     the run fails (see RV(not_ok_hosts) and RV(failing_checks)).
 """
@@ -130,104 +110,123 @@ EXAMPLES = r"""
     report_dir: "{{ preflight_report_dir }}"
     prometheus_dir: "{{ preflight_prometheus_dir | default(omit) }}"
     hosts:
-      - host: node1
-        groups: [h100]
-        ping: "{{ hostvars['node1'].preflight_ping }}"
-        facts: "{{ hostvars['node1'].preflight_node_facts.ansible_facts.preflight }}"
-        role_results: "{{ hostvars['node1'].preflight_role_results | default({}) }}"
-        desired:
-          thp: {enabled: madvise, defrag: never, khugepaged_defrag: 1}
+      - inventory_hostname: node1
+        group_names: [h100]
+        preflight_ping: "{{ hostvars['node1'].preflight_ping }}"
+        preflight_node_facts: "{{ hostvars['node1'].preflight_node_facts }}"
+        preflight_role_results: "{{ hostvars['node1'].preflight_role_results | default(omit) }}"
+        thp_enabled: madvise
   register: preflight_report_result
+
+- name: Total the phases of this host's run and compare with the level's budget
+  preflight_report:
+    close_run: "{{ preflight_run }}"
+    host: "{{ inventory_hostname }}"
+  delegate_to: localhost
+  register: preflight_closed_run
 """
 
 RETURN = r"""
 run_id:
   description: The run's id (its directory name).
-  returned: always
+  returned: with hosts
   type: str
   sample: 20261123T151700Z-3fa2
 run_dir:
   description: Where the reports are (or, in check mode, would be) written.
-  returned: always
+  returned: with hosts
   type: str
 latest:
   description: The C(latest) symlink (not touched in check mode).
-  returned: always
+  returned: with hosts
   type: str
 summary_html:
   description: Path of the fleet summary page.
-  returned: always
+  returned: with hosts
   type: str
 files:
   description: Every file written (empty in check mode), C(latest) last.
-  returned: always
+  returned: with hosts
   type: list
   elements: str
 would_write:
   description: Files that check mode would have written.
-  returned: always
+  returned: with hosts
   type: list
   elements: str
 hosts:
   description: Per host, status, verdict, check counts and the error if any.
-  returned: always
+  returned: with hosts
   type: dict
   sample: {node1: {status: ok, verdict: warn, checks: {pass: 6, warn: 1, fail: 0, skip: 0}, error: null}}
 not_ok_hosts:
   description: Hosts that failed or were unreachable, each with its error message.
-  returned: always
+  returned: with hosts
   type: dict
 failing_checks:
   description: Per host, the checks that failed, each as the check id, a colon and the reason.
-  returned: always
+  returned: with hosts
   type: dict
 totals:
   description: Counts of hosts, statuses, verdicts and checks.
-  returned: always
+  returned: with hosts
   type: dict
 lines:
   description: A few lines for the operator (one per host that needs attention, then where the reports are).
-  returned: always
+  returned: with hosts
   type: list
   elements: str
+run:
+  description: With O(close_run), the run with C(total_s), C(certify_s) and C(over_budget) added.
+  returned: with close_run
+  type: dict
+timings:
+  description: With O(close_run), seconds per phase.
+  returned: with close_run
+  type: dict
+line:
+  description: With O(close_run), what ran, failed and was skipped (and why), the phases' seconds and the budget.
+  returned: with close_run
+  type: str
 """
 
 
-HOST_SPEC = dict(
-    host=dict(type="str", required=True),
-    groups=dict(type="list", elements="str", default=[]),
-    gpu_class=dict(type="str"),
-    level=dict(type="str", default="quick"),
-    ping=dict(type="dict"),
-    failure=dict(type="dict"),
-    facts=dict(type="dict"),
-    role_results=dict(type="dict", default={}),
-    desired=dict(type="dict", default={}),
-    thresholds=dict(type="dict", default={}),
-    probes=dict(type="dict", default={}),
-    timings=dict(type="dict", default={}),
-    run=dict(type="dict"),
-)
-
-
 ARGUMENT_SPEC = dict(
-    report_dir=dict(type="path", required=True),
-    hosts=dict(type="list", elements="dict", required=True, options=HOST_SPEC),
+    report_dir=dict(type="path"),
+    hosts=dict(type="list", elements="dict"),
+    report_level=dict(type="str"),
     run_id=dict(type="str"),
     prometheus_dir=dict(type="path"),
     compare_history=dict(type="bool", default=True),
-    outlier_score=dict(type="float", default=3.5),
-    outlier_min_relative=dict(type="float", default=0.1),
+    outlier_score=dict(type="float"),
+    outlier_min_relative=dict(type="float"),
+    close_run=dict(type="dict"),
+    host=dict(type="str"),
 )
 
 
+def close_run(module, run: dict, host: str):
+    closed = document.close_run(run)
+    line = document.run_line(host, closed)
+    module.exit_json(changed=False, run=closed, timings=document.timings(closed), line=line, msg=line)
+
+
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        supports_check_mode=True,
+        required_one_of=[("hosts", "close_run")],
+        mutually_exclusive=[("hosts", "close_run")],
+        required_by={"hosts": "report_dir", "close_run": "host"},
+    )
     p = module.params
+    if p["close_run"] is not None:
+        close_run(module, p["close_run"], p["host"])
     report_dir = os.path.abspath(p["report_dir"])
     try:
+        items = [document.report_input(hostvars, p["report_level"]) for hostvars in p["hosts"]]
         run = pipeline.build_run(
-            p["hosts"],
+            items,
             report_dir,
             run_id=p["run_id"],
             outlier_score=p["outlier_score"],
@@ -253,28 +252,8 @@ def main():
                 run_id=run["run_id"],
                 run_dir=run_dir,
             )
-
     summary = run["summary"]
-    hosts = {
-        r["host"]: {"status": r["status"], "verdict": r["verdict"], "checks": r["checks"], "error": r["error"]}
-        for r in summary["hosts"]
-    }
-    not_ok = {
-        r["host"]: f"{r['status']}: {(r['error'] or {}).get('msg')}" for r in summary["hosts"] if r["status"] != "ok"
-    }
-    lines = []
-    for r in summary["hosts"]:
-        if r["status"] != "ok":
-            err = r["error"] or {}
-            lines.append(f"{r['host']}: {r['status'].upper()} at '{err.get('task') or '?'}': {err.get('msg')}")
-        elif r["failing"]:
-            lines.append(f"{r['host']}: FAIL {len(r['failing'])} check(s): " + " | ".join(r["failing"]))
-        elif r["verdict"] == "warn":
-            lines.append(f"{r['host']}: WARN " + " | ".join(r["warnings"]))
-        else:
-            lines.append(f"{r['host']}: PASS")
-    where = run_dir if not module.check_mode else f"(check mode, nothing written) {run_dir}"
-    lines.append(f"Reports: {where}/summary.html (Markdown: summary.md, per host <host>.html/.md/.json)")
+    outcome = pipeline.outcome(summary, run_dir, module.check_mode)
     module.exit_json(
         changed=True,
         run_id=run["run_id"],
@@ -283,12 +262,10 @@ def main():
         summary_html=os.path.join(run_dir, "summary.html"),
         files=written,
         would_write=would_write if module.check_mode else [],
-        hosts=hosts,
-        not_ok_hosts=not_ok,
         failing_checks=summary["failing_checks"],
         totals=summary["totals"],
-        lines=lines,
-        msg=lines[-1],
+        msg=outcome["lines"][-1],
+        **outcome,
     )
 
 

@@ -35,7 +35,8 @@ options:
     type: str
   options:
     description:
-      - Probe options, by name; see C(module_utils/preflight/probe_runner.py) C(PROBE_OPTIONS) for each probe's list.
+      - Probe options, by name; see C(module_utils/preflight/core/probe_options.py) C(PROBE_OPTIONS) for each
+        probe's list.
       - Switches take C(true)/C(false); lists (for example O(options.concurrency)) take YAML lists; C(null) leaves
         the probe's default.
     type: dict
@@ -143,6 +144,8 @@ import shutil  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.preflight import probe_runner  # noqa: E402
+from ansible.module_utils.preflight.core import probe_options  # noqa: E402
+from ansible.module_utils.preflight.core.catalog import PROBES  # noqa: E402
 
 
 def _python_problem(python: str) -> str | None:
@@ -158,7 +161,7 @@ def _python_problem(python: str) -> str | None:
 def run_module() -> None:
     module = AnsibleModule(
         argument_spec={
-            "probe": {"type": "str", "required": True, "choices": list(probe_runner.PROBES)},
+            "probe": {"type": "str", "required": True, "choices": list(PROBES)},
             "name": {"type": "str"},
             "options": {"type": "dict", "default": {}},
             "python": {"type": "str", "default": "python3"},
@@ -169,7 +172,7 @@ def run_module() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    for secret in probe_runner.SECRET_OPTIONS:
+    for secret in probe_options.SECRET_OPTIONS:
         if isinstance(p["options"].get(secret), str):
             module.no_log_values.add(p["options"][secret])
     probe, name = p["probe"], p["name"] or p["probe"]
@@ -178,10 +181,10 @@ def run_module() -> None:
     if p["timeout"] <= 0:
         module.fail_json(msg=f"timeout must be a positive number of seconds, got {p['timeout']}", **result)
     try:
-        cmd = probe_runner.build_command(p["python"], probe, p["options"])
-    except probe_runner.ProbeArgumentError as err:
+        cmd = probe_options.build_command(p["python"], probe, p["options"])
+    except probe_options.ProbeArgumentError as err:
         module.fail_json(msg=str(err), errors=err.errors, **result)
-    shown = probe_runner.redact(cmd)
+    shown = probe_options.redact(cmd)
     result["cmd"] = shown
 
     problems = [

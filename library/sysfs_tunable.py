@@ -117,27 +117,13 @@ diff:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.preflight.core.sysfs import parse_tunable, read_tunable  # noqa: E402, F401
 
-
-def parse_tunable(text: str) -> tuple[str, list[str]]:
-    """Return (current value, choices) of a tunable file's content.
-
-    'always [madvise] never' -> ('madvise', ['always', 'madvise', 'never']); '1\\n' -> ('1', []).
-    """
-    words = text.split()
-    selected = [w for w in words if w.startswith("[") and w.endswith("]")]
-    if selected:
-        return selected[0][1:-1], [w.strip("[]") for w in words]
-    return " ".join(words), []
+# parse_tunable / read_tunable: the core's (module_utils/preflight/core/sysfs.py), the one tunable parser.
 
 
 def normalise(value: str) -> str:
     return " ".join(value.split())
-
-
-def read_tunable(path: str) -> tuple[str, list[str]]:
-    with open(path, encoding="ascii", errors="replace") as handle:
-        return parse_tunable(handle.read())
 
 
 def write_tunable(path: str, value: str) -> None:

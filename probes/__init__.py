@@ -2,4 +2,8 @@
 or under Ansible (library/slm_probe.py). Importing the package stays cheap: no torch, no transformers.
 """
 
-PROBES = ("model", "load", "generate", "server", "ttft", "kv", "batching", "ab")
+from probes.core.catalog import PROBES as PLANNED
+
+# What `python -m probes <name>` runs: the probes a plan runs (the catalog's) and the tools beside them.
+TOOLS = ("model", "server", "ab")
+PROBES = (*PLANNED, *TOOLS)

@@ -12,14 +12,13 @@ no longer rises beyond noise while TTFT still does; it is named only when the re
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
 from dataclasses import dataclass
 
-from probes import stats, vllm_client
-from probes.server import add_server_args, detect_backend, run_on_server
+from probes import cli, stats, vllm_client
+from probes.server import add_server_args, detect_backend, measure_on_server
 from probes.vllm_client import RequestRecord
 
 MIN_COMPARE_N = getattr(stats, "MIN_COMPARE_N", 2)  # fewer samples and stats.compare cannot name a winner
@@ -303,10 +302,7 @@ def verdicts_for(res: BatchingResults, result_mod) -> list[dict]:
     return v
 
 
-def main(argv: list[str]) -> int:
-    from probes import result
-
-    parser = argparse.ArgumentParser(prog="python -m probes batching", description=__doc__.split("\n\n")[0])
+def _arguments(parser) -> None:
     add_server_args(parser)
     parser.add_argument("-N", "--prompts", type=int, default=32, help="prompts per level and repeat")
     parser.add_argument("--max-concurrency", type=int, default=64)
@@ -317,11 +313,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--time-budget-s", type=float, default=900.0, help="levels not started by then are skipped")
     parser.add_argument("--request-timeout-s", type=float, default=300.0)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def _check(args, parser) -> list[int]:
     if args.prompts < 1 or args.repeats < 1 or args.max_concurrency < 1:
         parser.error("--prompts, --repeats and --max-concurrency must be at least 1")
-    levels = levels_up_to(args.max_concurrency, args.prompts)
+    return levels_up_to(args.max_concurrency, args.prompts)
+
+
+def _measure(args, levels: list[int]):
+    from probes import result
 
     results: dict = {"backend": detect_backend(), "levels_planned": levels}
 
@@ -337,8 +338,11 @@ def main(argv: list[str]) -> int:
         if not args.json:
             sys.stderr.write("\n".join(res.table) + "\n")
 
-    return run_on_server("batching", args, results, measure)
+    return measure_on_server(args, results, measure)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+PROBE = cli.Probe("batching", __doc__, arguments=_arguments, check=_check, measure=_measure, hidden=("api_key",))
+
+
+def main(argv: list[str]) -> int:
+    return cli.run(PROBE, argv)

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes import worker
+from probes import cli, worker
 
 ALLOCATOR_LIBRARIES = {
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so.1", "libjemalloc.so"),
@@ -353,8 +353,7 @@ def _worker(args) -> int:
 # ---- CLI ------------------------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m probes generate", description=__doc__.split("\n\n")[0])
+def _arguments(p) -> None:
     p.add_argument("--model", default="tiny", help="a shape (tiny, qwen2.5-1.5b, ...) or a model directory")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--allocators", default="glibc,jemalloc",
@@ -368,45 +367,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tcmalloc-path", default=None, help="libtcmalloc to preload (default: searched)")
     p.add_argument("--malloc-conf", default=None, help="MALLOC_CONF for the jemalloc processes")
     p.add_argument("--timeout-s", type=float, default=900, help="per worker process")
-    p.add_argument("--json", action="store_true")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--allocator", default="glibc", help=argparse.SUPPRESS)
     p.add_argument("--expect-lib", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-path", help=argparse.SUPPRESS)
-    return p
 
 
 def _run_from_payload(p: dict, allocator: str, order: int) -> GenerateRun:
     return GenerateRun(allocator=allocator, order=order, **p)
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.worker:
-        return _worker(args)
+def _check(args, parser) -> list[str]:
     allocators = [a.strip() for a in args.allocators.split(",") if a.strip()]
     bad = [a for a in allocators if a not in ALLOCATORS]
     if bad or not allocators or len(set(allocators)) != len(allocators):
-        sys.stderr.write(f"probes generate: --allocators {args.allocators}: each of {', '.join(ALLOCATORS)} "
-                         "at most once\n")
-        return 2
+        raise cli.Refused(f"--allocators {args.allocators}: each of {', '.join(ALLOCATORS)} at most once")
     if args.processes < 1 or args.calls < 1 or args.new_tokens < 1 or args.prompt_tokens < 1:
-        sys.stderr.write("probes generate: --processes, --calls, --new-tokens and --prompt-tokens must be >= 1\n")
-        return 2
+        raise cli.Refused("--processes, --calls, --new-tokens and --prompt-tokens must be >= 1")
+    return allocators
 
-    worker.exit_on_sigterm()
-    from probes import model as model_mod
-    from probes import result
 
-    started = time.time()
-    t_start = time.perf_counter()
-    try:
-        path = model_mod.resolve(args.model)
-    except model_mod.ModelError as exc:
-        sys.stderr.write(f"probes generate: {exc}\n")
-        return 2
-
-    errors: list[str] = []
+def _libraries(args, allocators: list[str], errors: list[str]) -> dict[str, str | None]:
+    """allocator -> the library to preload (None for glibc, or one that was not found: an error)."""
     libraries: dict[str, str | None] = {}
     for a in allocators:
         lib, tried = find_allocator(a, {"jemalloc": args.jemalloc_path, "tcmalloc": args.tcmalloc_path}.get(a))
@@ -414,8 +396,10 @@ def main(argv: list[str]) -> int:
             errors.append(f"{a} requested but not found on this host; tried: {', '.join(tried)}. "
                           f"Install it (Debian/Ubuntu: apt-get install {DEBIAN_PACKAGES[a]}) or give --{a}-path")
         libraries[a] = str(lib) if lib else None
-    usable = [a for a in allocators if a == "glibc" or libraries[a]]
+    return libraries
 
+
+def _runs(args, path, usable: list[str], libraries: dict, errors: list[str]) -> list[GenerateRun]:
     base_args = ["generate", "--worker", "--model-path", str(path), "--device", args.device,
                  "--calls", str(args.calls), "--prompt-tokens", str(args.prompt_tokens),
                  "--new-tokens", str(args.new_tokens)]
@@ -439,7 +423,19 @@ def main(argv: list[str]) -> int:
             else:
                 runs.append(_run_from_payload(run.result, a, order))
             order += 1
+    return runs
 
+
+def _measure(args, allocators: list[str]) -> cli.Report:
+    from probes import model as model_mod
+    from probes import result
+
+    worker.exit_on_sigterm()
+    path = cli.resolve_model(args.model)
+    errors: list[str] = []
+    libraries = _libraries(args, allocators, errors)
+    usable = [a for a in allocators if a == "glibc" or libraries[a]]
+    runs = _runs(args, path, usable, libraries, errors)
     provenance = model_mod.provenance(path) or {}
     res = analyze(runs, allocators=allocators, libraries=libraries, model={
         "name": args.model, "path": str(path), "shape": provenance.get("shape"), "dtype": provenance.get("dtype"),
@@ -451,15 +447,18 @@ def main(argv: list[str]) -> int:
     vs = verdicts(res)
     if errors:
         vs.append(result.verdict("measurement", "fail", f"{len(errors)} problem(s); see errors"))
-    params = {k: v for k, v in vars(args).items() if k not in ("json", "worker", "allocator", "expect_lib",
-                                                                "model_path")}
+    params = cli.default_params(args, ("worker", "allocator", "expect_lib", "model_path"))
     params["allocators"] = allocators
     params["libraries"] = libraries
     results_doc = result.jsonable(res)
     for raw, obj in zip(results_doc["runs"], res.runs, strict=True):
         raw["first_call_s"], raw["steady_state_s"] = obj.first_call_s, obj.steady_state_s
-    doc = result.envelope("generate", params, results_doc, vs, started, time.perf_counter() - t_start,
-                          errors=errors)
-    result.validate(doc)
-    result.emit(doc, args.json)
-    return result.exit_status(doc)
+    return cli.Report(results_doc, vs, errors, params=params)
+
+
+PROBE = cli.Probe("generate", __doc__, arguments=_arguments, check=_check, measure=_measure,
+                  worker=lambda args: _worker(args) if args.worker else None, validate=True)
+
+
+def main(argv: list[str]) -> int:
+    return cli.run(PROBE, argv)

@@ -13,15 +13,13 @@ the largest length vLLM says fits. The conclusions say only what the measured nu
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes import vllm_metrics
+from probes import cli, vllm_metrics
 from probes.server import (
     KvBudget,
     ProbeTerminated,
@@ -214,108 +212,118 @@ class KvConclusions:
     statements: list[str]  # all of the above, in order: what the numbers show, in words
 
 
-def conclude(results: list[KvConfigResult], theory: KvTheory | None) -> KvConclusions:
-    ok = [r for r in results if r.fits and r.kv_tokens]
-    bpt = [r.bytes_per_token for r in ok if r.bytes_per_token]
-    bpt_budget = statistics.median(bpt) if bpt else None
-
-    # Budgets at one length: does capacity follow the budget?
-    follows = None
-    slope = None
+def _budget_sweep(ok: list[KvConfigResult]) -> tuple[bool | None, float | None, str]:
+    """Budgets at one length: does capacity follow the budget? (follows, slope in B/token, in words)."""
     by_len: dict[int, list[KvConfigResult]] = {}
     for r in ok:
         by_len.setdefault(r.max_model_len, []).append(r)
     budget_sweep = max(by_len.values(), key=lambda rs: len({x.budget_value for x in rs}), default=[])
-    if len({r.budget_value for r in budget_sweep}) >= 2:
-        rs = sorted(budget_sweep, key=lambda r: r.budget_value)
-        slope = slope_bytes_per_token([(r.budget_bytes, r.kv_tokens) for r in rs])
-        rising = all(b.kv_tokens > a.kv_tokens for a, b in zip(rs, rs[1:], strict=False))
-        per = [r.bytes_per_token for r in rs if r.bytes_per_token]
-        steady = len(per) == len(rs) and (max(per) - min(per)) / min(per) * 100 <= THEORY_TOLERANCE_PCT
-        follows = rising and steady
-        pairs = ", ".join(f"{r.budget} -> {r.kv_tokens:,} tokens" for r in rs)
-        if follows:
-            budget_text = (
-                f"KV capacity follows the memory budget at max-model-len {rs[0].max_model_len}: {pairs}; bytes per "
-                f"token stay within {THEORY_TOLERANCE_PCT:g} % ({min(per):,.0f}-{max(per):,.0f} B)"
-                + (f", slope across budgets {slope:,.0f} B/token" if slope else "") + ".")
-        else:
-            budget_text = (f"KV capacity did not simply follow the budget at max-model-len {rs[0].max_model_len}: "
-                           f"{pairs} (bytes per token {', '.join(f'{p:,.0f}' for p in per)}).")
-    else:
-        budget_text = ("Fewer than two budgets started at one length: these numbers cannot show how KV capacity "
-                       "follows the budget.")
+    if len({r.budget_value for r in budget_sweep}) < 2:
+        return None, None, ("Fewer than two budgets started at one length: these numbers cannot show how KV "
+                            "capacity follows the budget.")
+    rs = sorted(budget_sweep, key=lambda r: r.budget_value)
+    slope = slope_bytes_per_token([(r.budget_bytes, r.kv_tokens) for r in rs])
+    rising = all(b.kv_tokens > a.kv_tokens for a, b in zip(rs, rs[1:], strict=False))
+    per = [r.bytes_per_token for r in rs if r.bytes_per_token]
+    steady = len(per) == len(rs) and (max(per) - min(per)) / min(per) * 100 <= THEORY_TOLERANCE_PCT
+    follows = rising and steady
+    pairs = ", ".join(f"{r.budget} -> {r.kv_tokens:,} tokens" for r in rs)
+    if follows:
+        return follows, slope, (
+            f"KV capacity follows the memory budget at max-model-len {rs[0].max_model_len}: {pairs}; bytes per "
+            f"token stay within {THEORY_TOLERANCE_PCT:g} % ({min(per):,.0f}-{max(per):,.0f} B)"
+            + (f", slope across budgets {slope:,.0f} B/token" if slope else "") + ".")
+    return follows, slope, (f"KV capacity did not simply follow the budget at max-model-len {rs[0].max_model_len}: "
+                            f"{pairs} (bytes per token {', '.join(f'{p:,.0f}' for p in per)}).")
 
-    # Lengths at one budget: memory and tokens vs max-model-len.
-    changes_mem = changes_tok = None
+
+def _memory_across(rs: list[KvConfigResult]) -> tuple[bool | None, str]:
+    """(did the memory in use change across these lengths, in words); None when it was not measured."""
+    mem = [_memory_used(r) for r in rs]
+    if not all(m is not None for m, _ in mem):
+        return None, "memory in use was not measured"
+    vals = [m for m, _ in mem]
+    spread_pct = (max(vals) - min(vals)) / min(vals) * 100
+    return spread_pct > SAME_MEMORY_PCT, (f"{mem[0][1]} {', '.join(_fmt_bytes(v) for v in vals)} (spread "
+                                          f"{spread_pct:.1f} %, threshold {SAME_MEMORY_PCT:g} %)")
+
+
+def _length_sweep(ok: list[KvConfigResult]) -> tuple[bool | None, bool | None, str]:
+    """Lengths at one budget: (memory changed, tokens changed, in words)."""
     by_budget: dict[float, list[KvConfigResult]] = {}
     for r in ok:
         by_budget.setdefault(r.budget_value, []).append(r)
     len_sweep = max(by_budget.values(), key=lambda rs: len({x.max_model_len for x in rs}), default=[])
-    if len({r.max_model_len for r in len_sweep}) >= 2:
-        rs = sorted(len_sweep, key=lambda r: r.max_model_len)
-        tokens = {r.kv_tokens for r in rs}
-        block = max((r.block_size or 0) for r in rs)
-        changes_tok = max(tokens) - min(tokens) > block
-        conc = ", ".join(f"{r.max_model_len} -> {r.max_concurrency:.2f}x" if r.max_concurrency is not None
-                         else f"{r.max_model_len} -> ?" for r in rs)
-        mem = [_memory_used(r) for r in rs]
-        what = mem[0][1]
-        if all(m is not None for m, _ in mem):
-            vals = [m for m, _ in mem]
-            spread_pct = (max(vals) - min(vals)) / min(vals) * 100
-            changes_mem = spread_pct > SAME_MEMORY_PCT
-            mem_text = (f"{what} {', '.join(_fmt_bytes(v) for v in vals)} (spread {spread_pct:.1f} %, "
-                        f"threshold {SAME_MEMORY_PCT:g} %)")
-        else:
-            mem_text = "memory in use was not measured"
-        head = f"At budget {rs[0].budget}, max-model-len {', '.join(str(r.max_model_len) for r in rs)}"
-        if not changes_tok and changes_mem is False:
-            length_text = (
-                f"{head} gave the same KV cache ({rs[0].kv_tokens:,} tokens) and the same memory in use: "
+    if len({r.max_model_len for r in len_sweep}) < 2:
+        return None, None, ("Fewer than two lengths started at one budget: these numbers cannot show what "
+                            "max-model-len does to memory.")
+    rs = sorted(len_sweep, key=lambda r: r.max_model_len)
+    tokens = {r.kv_tokens for r in rs}
+    block = max((r.block_size or 0) for r in rs)
+    changes_tok = max(tokens) - min(tokens) > block
+    conc = ", ".join(f"{r.max_model_len} -> {r.max_concurrency:.2f}x" if r.max_concurrency is not None
+                     else f"{r.max_model_len} -> ?" for r in rs)
+    changes_mem, mem_text = _memory_across(rs)
+    head = f"At budget {rs[0].budget}, max-model-len {', '.join(str(r.max_model_len) for r in rs)}"
+    if not changes_tok and changes_mem is False:
+        text = (f"{head} gave the same KV cache ({rs[0].kv_tokens:,} tokens) and the same memory in use: "
                 f"{mem_text}. Only the maximum concurrency changed ({conc}, = KV tokens / max-model-len). "
                 "So max-model-len does not reserve memory in vLLM: the budget sets the KV cache, and a longer "
                 "max-model-len only lets fewer such requests fit at once. The common belief that a larger "
                 "max-model-len takes more memory is wrong for vLLM, on these numbers.")
-        elif not changes_tok:
-            length_text = (
-                f"{head} gave the same KV cache ({rs[0].kv_tokens:,} tokens) and maximum concurrency {conc}; "
+    elif not changes_tok:
+        text = (f"{head} gave the same KV cache ({rs[0].kv_tokens:,} tokens) and maximum concurrency {conc}; "
                 + (f"memory in use differed: {mem_text}, so these numbers do not show that memory stayed the same."
                    if changes_mem else f"{mem_text}, so nothing is claimed about memory."))
-        else:
-            length_text = (f"{head} gave different KV caches ({', '.join(f'{r.kv_tokens:,}' for r in rs)} "
-                           f"tokens): max-model-len changed the KV capacity here; {mem_text}.")
     else:
-        length_text = ("Fewer than two lengths started at one budget: these numbers cannot show what "
-                       "max-model-len does to memory.")
+        text = (f"{head} gave different KV caches ({', '.join(f'{r.kv_tokens:,}' for r in rs)} "
+                f"tokens): max-model-len changed the KV capacity here; {mem_text}.")
+    return changes_mem, changes_tok, text
 
-    fit_texts = []
+
+def _fit_texts(results: list[KvConfigResult]) -> list[str]:
+    out = []
     for r in results:
         if r.fits is False and r.failure_kind == "max_model_len_does_not_fit":
-            fit_texts.append(f"max-model-len {r.max_model_len} does not fit in {r.budget}: vLLM estimates the "
-                              f"largest length that fits as {r.largest_fitting_len}.")
+            out.append(f"max-model-len {r.max_model_len} does not fit in {r.budget}: vLLM estimates the "
+                       f"largest length that fits as {r.largest_fitting_len}.")
         elif r.fits is False:
-            fit_texts.append(f"max-model-len {r.max_model_len} is above the model's own limit "
-                              f"({r.largest_fitting_len}).")
+            out.append(f"max-model-len {r.max_model_len} is above the model's own limit ({r.largest_fitting_len}).")
         elif r.fits is None:
-            fit_texts.append(f"max-model-len {r.max_model_len} at {r.budget} did not start: {r.error}")
+            out.append(f"max-model-len {r.max_model_len} at {r.budget} did not start: {r.error}")
+    return out
 
-    ratio_b = ratio_s = within = theory_text = None
-    if theory is not None:
-        if bpt_budget:
-            ratio_b = bpt_budget / theory.bytes_per_token
-        if slope:
-            ratio_s = slope / theory.bytes_per_token
-        ratios = [x for x in (ratio_b, ratio_s) if x is not None]
-        if ratios:
-            within = all(abs(x - 1) * 100 <= THEORY_TOLERANCE_PCT for x in ratios)
-            theory_text = (
-                f"Bytes per KV token: {bpt_budget:,.1f} from budget / tokens"
-                + (f", {slope:,.1f} from the slope across budgets" if slope else ", no slope (one budget)")
-                + f", against {theory.bytes_per_token:,} in theory (2 x {theory.layers} layers x {theory.kv_heads} "
-                f"KV heads x {theory.head_dim} head_dim x {theory.dtype_bytes} B {theory.dtype}): "
-                + ", ".join(f"{100 * (x - 1):+.2f} %" for x in ratios)
-                + (f", within {THEORY_TOLERANCE_PCT:g} %." if within else f", NOT within {THEORY_TOLERANCE_PCT:g} %."))
+
+def _against_theory(theory: KvTheory | None, bpt_budget: float | None, slope: float | None):
+    """(ratio from budget, ratio from slope, within tolerance, in words); Nones where there is nothing to say."""
+    ratio_b = ratio_s = within = text = None
+    if theory is None:
+        return ratio_b, ratio_s, within, text
+    if bpt_budget:
+        ratio_b = bpt_budget / theory.bytes_per_token
+    if slope:
+        ratio_s = slope / theory.bytes_per_token
+    ratios = [x for x in (ratio_b, ratio_s) if x is not None]
+    if ratios:
+        within = all(abs(x - 1) * 100 <= THEORY_TOLERANCE_PCT for x in ratios)
+        text = (
+            f"Bytes per KV token: {bpt_budget:,.1f} from budget / tokens"
+            + (f", {slope:,.1f} from the slope across budgets" if slope else ", no slope (one budget)")
+            + f", against {theory.bytes_per_token:,} in theory (2 x {theory.layers} layers x {theory.kv_heads} "
+            f"KV heads x {theory.head_dim} head_dim x {theory.dtype_bytes} B {theory.dtype}): "
+            + ", ".join(f"{100 * (x - 1):+.2f} %" for x in ratios)
+            + (f", within {THEORY_TOLERANCE_PCT:g} %." if within else f", NOT within {THEORY_TOLERANCE_PCT:g} %."))
+    return ratio_b, ratio_s, within, text
+
+
+def conclude(results: list[KvConfigResult], theory: KvTheory | None) -> KvConclusions:
+    ok = [r for r in results if r.fits and r.kv_tokens]
+    bpt = [r.bytes_per_token for r in ok if r.bytes_per_token]
+    bpt_budget = statistics.median(bpt) if bpt else None
+    follows, slope, budget_text = _budget_sweep(ok)
+    changes_mem, changes_tok, length_text = _length_sweep(ok)
+    fit_texts = _fit_texts(results)
+    ratio_b, ratio_s, within, theory_text = _against_theory(theory, bpt_budget, slope)
     statements = [budget_text, length_text, *fit_texts] + ([theory_text] if theory_text else [])
     return KvConclusions(theory, bpt_budget, slope, ratio_b, ratio_s, within, follows, changes_mem, changes_tok,
                          budget_text, length_text, theory_text, fit_texts, statements)
@@ -376,46 +384,23 @@ def _budget_list(text: str) -> list[KvBudget]:
     return [parse_kv_budget(x) for x in text.split(",") if x.strip()]
 
 
-def main(argv: list[str]) -> int:
-    from probes import model as model_mod
-    from probes import result
-
-    parser = argparse.ArgumentParser(prog="python -m probes kv", description=__doc__.split("\n\n")[0])
+def _arguments(parser) -> None:
     add_server_args(parser, sweep=True)
     parser.add_argument("--max-model-len", type=_int_list, default=[4096, 16384, 32768],
                         help="comma-separated lengths (measured at the first budget)")
     parser.add_argument("--kv-budget", type=_budget_list, default=None,
                         help="comma-separated budgets (measured at the first length); default 0.3,0.5,0.7 on GPU, "
                              "512MiB,1GiB on CPU")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def _plan(args, parser) -> tuple[str, list[KvBudget], list[tuple[int, KvBudget]]]:
     backend = detect_backend()
     budgets = args.kv_budget or _budget_list("0.3,0.5,0.7" if backend == "gpu" else "512MiB,1GiB")
-    configs = plan(args.max_model_len, budgets)
+    return backend, budgets, plan(args.max_model_len, budgets)
 
-    started, t0 = time.time(), time.perf_counter()
-    errors: list[str] = []
-    verdicts: list[dict] = []
-    status = None
-    per_config: list[KvConfigResult] = []
-    try:
-        for i, (length, budget) in enumerate(configs):
-            sys.stderr.write(f"probes kv: [{i + 1}/{len(configs)}] max-model-len {length}, {budget.label}\n")
-            sys.stderr.flush()
-            per_config.append(measure_config(args, length, budget, i))
-    except (ProbeTerminated, KeyboardInterrupt) as exc:
-        errors.append(interrupted_text(exc))
-        status = exc.code if isinstance(exc, ProbeTerminated) else 130
 
-    model_dir = str(model_mod.resolve(args.model))
-    cfg = _model_config(model_dir)
-    served = next((r.served_dtype for r in per_config if r.served_dtype), None)
-    kv_dtype = next((r.kv_cache_dtype for r in per_config if r.kv_cache_dtype), None)
-    theory = kv_theory(cfg, served, kv_dtype) if cfg else None
-    concl = conclude(per_config, theory)
-    results = {"backend": backend, "model_dir": model_dir, "configs": per_config, "conclusions": concl,
-               "notes": concl.statements}
-
+def _verdicts(per_config: list[KvConfigResult], concl: KvConclusions, result) -> list[dict]:
+    verdicts = []
     for r in per_config:
         if r.fits is None:
             verdicts.append(result.verdict(f"start_len{r.max_model_len}", "fail",
@@ -441,15 +426,42 @@ def main(argv: list[str]) -> int:
     verdicts.append(result.verdict("capacity_follows_budget",
                                    "warn" if concl.capacity_follows_budget is False else "info", concl.budget_text))
     verdicts.append(result.verdict("max_model_len_memory", "info", concl.length_text))
+    return verdicts
 
+
+def _measure(args, planned) -> cli.Report:
+    from probes import result
+
+    backend, budgets, configs = planned
+    errors: list[str] = []
+    status = None
+    per_config: list[KvConfigResult] = []
+    try:
+        for i, (length, budget) in enumerate(configs):
+            sys.stderr.write(f"probes kv: [{i + 1}/{len(configs)}] max-model-len {length}, {budget.label}\n")
+            sys.stderr.flush()
+            per_config.append(measure_config(args, length, budget, i))
+    except (ProbeTerminated, KeyboardInterrupt) as exc:
+        errors.append(interrupted_text(exc))
+        status = exc.code if isinstance(exc, ProbeTerminated) else 130
+
+    model_dir = str(cli.resolve_model(args.model))
+    cfg = _model_config(model_dir)
+    served = next((r.served_dtype for r in per_config if r.served_dtype), None)
+    kv_dtype = next((r.kv_cache_dtype for r in per_config if r.kv_cache_dtype), None)
+    theory = kv_theory(cfg, served, kv_dtype) if cfg else None
+    concl = conclude(per_config, theory)
+    results = {"backend": backend, "model_dir": model_dir, "configs": per_config, "conclusions": concl,
+               "notes": concl.statements}
     params = {"model": args.model, "max_model_len": args.max_model_len, "kv_budget": [b.label for b in budgets],
               "enforce_eager": args.enforce_eager, "server_arg": args.server_arg, "server_env": args.server_env,
               "ready_timeout_s": args.ready_timeout_s, "log_dir": args.log_dir, "gpu": args.gpu,
               "plan": [f"max-model-len {n} at {b.label}" for n, b in configs]}
-    doc = result.envelope("kv", params, results, verdicts, started, time.perf_counter() - t0, errors=errors)
-    result.emit(doc, args.json)
-    return status if status is not None else result.exit_status(doc)
+    return cli.Report(results, _verdicts(per_config, concl, result), errors, params=params, status=status)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+PROBE = cli.Probe("kv", __doc__, arguments=_arguments, check=_plan, measure=_measure)
+
+
+def main(argv: list[str]) -> int:
+    return cli.run(PROBE, argv)

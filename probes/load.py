@@ -15,13 +15,11 @@ copy GB/s, pinned and pageable, per GPU. GB means 1e9 bytes.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probes import worker
+from probes import cli, worker
+from probes.load_measure import GB, h2d_worker, load_worker, read_files_gb_per_s
 
 PHASES = (
     "total_s",
@@ -35,8 +33,6 @@ PHASES = (
     "load_s",
     "exit_s",
 )
-READ_BLOCK_BYTES = 16 << 20
-GB = 1e9
 
 
 # ---- results: raw runs in, dataclasses out --------------------------------------------------------------
@@ -283,140 +279,7 @@ def verdicts(res: LoadResult) -> list[dict]:
     return out
 
 
-# ---- measurement --------------------------------------------------------------------------------------
-
-
-def read_files_gb_per_s(files: list[Path], *, min_s: float = 0.0) -> float:
-    """Sequential read of the files in 16 MiB blocks; GB/s over the bytes read.
-
-    With min_s the files are read again until that much time has passed (a few MB from the page cache take
-    milliseconds, too short for a clock and a busy host); a cold read must use min_s=0 (one pass).
-    """
-    buf = bytearray(READ_BLOCK_BYTES)
-    view = memoryview(buf)
-    total = 0
-    t0 = time.perf_counter()
-    while True:
-        for path in files:
-            with open(path, "rb", buffering=0) as f:
-                while n := f.readinto(view):
-                    total += n
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_s:
-            return total / GB / elapsed
-
-
-def _load_worker(args) -> int:
-    t_start_wall = time.time()
-    t0 = time.perf_counter()
-    import torch
-
-    t1 = time.perf_counter()
-    try:  # before importing transformers: a host without the asked-for device fails in seconds
-        dev = worker.torch_device(args.device)
-    except RuntimeError as exc:
-        return worker.emit_result({"error": str(exc)}, failed=True)
-    t2 = time.perf_counter()
-    import transformers  # noqa: F401  (the import is what is timed)
-    from transformers import AutoModelForCausalLM
-
-    t3 = time.perf_counter()
-    rss_import = worker.rss_bytes()
-    cuda_init_s = None
-    nvml_before = None
-    if dev.type == "cuda":
-        before = worker.nvml_used_by_bus()  # NVML only: reading it through torch would start CUDA first
-        t = time.perf_counter()
-        torch.cuda.init()
-        torch.zeros(1, device=dev)
-        worker.synchronize(dev)
-        cuda_init_s = time.perf_counter() - t
-        bus = worker.pci_bus_id(dev)
-        nvml_before = before.get(worker._norm_bus(bus)) if bus else None
-
-    if args.placement == "direct":
-        t = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype="auto", device_map=str(dev))
-        worker.synchronize(dev)
-        from_pretrained_s = time.perf_counter() - t
-        to_device_s = None
-    else:
-        t = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype="auto")
-        from_pretrained_s = time.perf_counter() - t
-        to_device_s = None
-        if dev.type != "cpu":
-            t = time.perf_counter()
-            model = model.to(dev)
-            worker.synchronize(dev)
-            to_device_s = time.perf_counter() - t
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    payload = {
-        "start_wall_time": t_start_wall,
-        "end_wall_time": time.time(),
-        "import_torch_s": t1 - t0,
-        "import_transformers_s": t3 - t2,
-        "cuda_init_s": cuda_init_s,
-        "from_pretrained_s": from_pretrained_s,
-        "to_device_s": to_device_s,
-        "device": str(dev),
-        "placement": args.placement,
-        "param_bytes": param_bytes,
-        "rss_after_import_bytes": rss_import,
-        "rss_after_load_bytes": worker.rss_bytes(),
-        "peak_rss_bytes": worker.peak_rss_bytes(),
-        "nvml_used_before_bytes": nvml_before,
-        "nvml_used_after_bytes": worker.nvml_used_bytes(dev),
-        **worker.torch_memory(dev),
-    }
-    return worker.emit_result(payload)
-
-
-def _h2d_worker(args) -> int:
-    """Host-to-device copy GB/s per GPU, pinned and pageable, after one warm-up copy of each."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return worker.emit_result({"gpus": [], "reason": f"torch {torch.__version__} sees no CUDA device"})
-    size = args.copy_mib << 20
-    indices = [int(i) for i in args.gpus.split(",")] if args.gpus else list(range(torch.cuda.device_count()))
-    gpus = []
-    all_cpus = os.sched_getaffinity(0)
-    threads = torch.get_num_threads()
-    for index in indices:
-        dev = torch.device("cuda", index)
-        # Host buffers on the GPU's own NUMA node: run on the CPUs NVML calls local, single-threaded so that
-        # first touch (which places the pages) happens there, as a NUMA-aware server would allocate them.
-        local = sorted(set(worker.nvml_cpu_affinity(dev) or []) & all_cpus)
-        if local:
-            os.sched_setaffinity(0, local)
-        torch.set_num_threads(1)
-        pageable = torch.ones(size, dtype=torch.uint8)  # ones: every page touched before timing
-        pinned = torch.ones(size, dtype=torch.uint8).pin_memory()
-        dst = torch.empty(size, dtype=torch.uint8, device=dev)
-        rates = {"pinned": [], "pageable": []}
-        for kind, src in (("pinned", pinned), ("pageable", pageable)):
-            for i in range(args.copy_repeats + 1):
-                worker.synchronize(dev)
-                t = time.perf_counter()
-                dst.copy_(src, non_blocking=(kind == "pinned"))
-                worker.synchronize(dev)
-                if i:  # the first copy is the warm-up
-                    rates[kind].append(size / GB / (time.perf_counter() - t))
-        gpus.append({
-            "gpu_index": index,
-            "name": torch.cuda.get_device_name(dev),
-            "pci_bus_id": worker.pci_bus_id(dev),
-            "copy_bytes": size,
-            "host_cpus": local or None,  # None: NVML gave no affinity, buffers wherever the kernel put them
-            "pinned": rates["pinned"],
-            "pageable": rates["pageable"],
-        })
-        del pageable, pinned, dst
-        torch.cuda.empty_cache()
-        os.sched_setaffinity(0, all_cpus)
-        torch.set_num_threads(threads)
-    return worker.emit_result({"gpus": gpus, "reason": None})
+# ---- the command line ----------------------------------------------------------------------------------
 
 
 def _run_from_payload(p: dict, condition: str, order: int, run: worker.WorkerRun) -> LoadRun:
@@ -445,8 +308,7 @@ def _run_from_payload(p: dict, condition: str, order: int, run: worker.WorkerRun
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m probes load", description=__doc__.split("\n\n")[0])
+def _arguments(p) -> None:
     p.add_argument("--model", default="tiny", help="a shape (tiny, qwen2.5-1.5b, ...) or a model directory")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--placement", choices=["cpu-then-move", "direct"], default="cpu-then-move",
@@ -459,40 +321,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--copy-repeats", type=int, default=5)
     p.add_argument("--gpus", default=None, help="GPU indices for the copy test, e.g. 0,1 (default: all)")
     p.add_argument("--timeout-s", type=float, default=900, help="per worker process")
-    p.add_argument("--json", action="store_true", help="print the JSON envelope instead of the table")
     p.add_argument("--worker", choices=["load", "h2d"], help=argparse.SUPPRESS)
     p.add_argument("--model-path", help=argparse.SUPPRESS)
-    return p
 
 
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def _worker(args) -> int | None:
     if args.worker == "load":
-        return _load_worker(args)
+        return load_worker(args)
     if args.worker == "h2d":
-        return _h2d_worker(args)
+        return h2d_worker(args)
+    return None
+
+
+def _check(args, parser) -> None:
     if args.repeats < 1 or args.read_repeats < 1 or args.copy_repeats < 1:
-        sys.stderr.write("probes load: --repeats, --read-repeats and --copy-repeats must be at least 1\n")
-        return 2
+        raise cli.Refused("--repeats, --read-repeats and --copy-repeats must be at least 1")
     if args.drop_caches and (reason := worker.can_drop_caches()):
-        sys.stderr.write(f"probes load: --drop-caches given but {reason}\n")
-        return 2
+        raise cli.Refused(f"--drop-caches given but {reason}")
 
-    worker.exit_on_sigterm()
-    from probes import model as model_mod
-    from probes import result
 
-    started = time.time()
-    t_start = time.perf_counter()
-    try:
-        path = model_mod.resolve(args.model)
-        weight_bytes = model_mod.weight_bytes(path)
-    except model_mod.ModelError as exc:
-        sys.stderr.write(f"probes load: {exc}\n")
-        return 2
-    files = sorted(path.glob("*.safetensors"))
-    env = worker.worker_env()
-    errors: list[str] = []
+def _load_runs(args, path: Path, env: dict, errors: list[str]) -> tuple[list[LoadRun], list[LoadRun]]:
+    """(the measured runs, the priming run): fresh processes, cold and warm interleaved with --drop-caches."""
     runs: list[LoadRun] = []
     priming: list[LoadRun] = []
     worker_args = ["load", "--worker", "load", "--model-path", str(path), "--device", args.device,
@@ -522,7 +371,11 @@ def main(argv: list[str]) -> int:
             if (r := one("warm", order)) is not None:
                 runs.append(r)
             order += 1
+    return runs, priming
 
+
+def _read_rates(args, files: list[Path]) -> tuple[list[float] | None, list[float]]:
+    """(disk read GB/s after dropping the cache, or None without --drop-caches; page-cache read GB/s)."""
     disk = None
     if args.drop_caches:
         disk = []
@@ -530,39 +383,54 @@ def main(argv: list[str]) -> int:
             worker.drop_page_cache()
             disk.append(read_files_gb_per_s(files))
     read_files_gb_per_s(files)  # make sure the files are cached before timing the page-cache read
-    page_cache = [read_files_gb_per_s(files, min_s=0.25) for _ in range(args.read_repeats)]
+    return disk, [read_files_gb_per_s(files, min_s=0.25) for _ in range(args.read_repeats)]
 
-    h2d, h2d_reason = None, None
-    gpus_seen = result.environment()["gpus"]
-    if gpus_seen or args.device.startswith("cuda"):
-        h2d_args = ["load", "--worker", "h2d", "--copy-mib", str(args.copy_mib),
-                    "--copy-repeats", str(args.copy_repeats)]
-        if args.gpus:
-            h2d_args += ["--gpus", args.gpus]
-        run = worker.run_worker(h2d_args, env=env, timeout_s=args.timeout_s)
-        if run.result is None:
-            errors.append(f"host-to-device copy: {run.error}")
-            h2d_reason = "the copy worker failed (see errors)"
-        elif not run.result["gpus"]:
-            h2d_reason = run.result["reason"]
-        else:
-            from probes import stats
 
-            h2d = [
-                {
-                    "gpu_index": g["gpu_index"],
-                    "name": g["name"],
-                    "pci_bus_id": g["pci_bus_id"],
-                    "copy_bytes": g["copy_bytes"],
-                    "host_cpus": g["host_cpus"],
-                    "pinned_gb_per_s": stats.summarize(g["pinned"], "GB/s"),
-                    "pageable_gb_per_s": stats.summarize(g["pageable"], "GB/s"),
-                }
-                for g in run.result["gpus"]
-            ]
-    else:
-        h2d_reason = "no GPU on this host (NVML lists none and --device is not cuda)"
+def _h2d(args, env: dict, errors: list[str]) -> tuple[list[dict] | None, str | None]:
+    """(host-to-device copy GB/s per GPU, or None and why not)."""
+    from probes import result, stats
 
+    if not (result.environment()["gpus"] or args.device.startswith("cuda")):
+        return None, "no GPU on this host (NVML lists none and --device is not cuda)"
+    h2d_args = ["load", "--worker", "h2d", "--copy-mib", str(args.copy_mib), "--copy-repeats", str(args.copy_repeats)]
+    if args.gpus:
+        h2d_args += ["--gpus", args.gpus]
+    run = worker.run_worker(h2d_args, env=env, timeout_s=args.timeout_s)
+    if run.result is None:
+        errors.append(f"host-to-device copy: {run.error}")
+        return None, "the copy worker failed (see errors)"
+    if not run.result["gpus"]:
+        return None, run.result["reason"]
+    return [
+        {
+            "gpu_index": g["gpu_index"],
+            "name": g["name"],
+            "pci_bus_id": g["pci_bus_id"],
+            "copy_bytes": g["copy_bytes"],
+            "host_cpus": g["host_cpus"],
+            "pinned_gb_per_s": stats.summarize(g["pinned"], "GB/s"),
+            "pageable_gb_per_s": stats.summarize(g["pageable"], "GB/s"),
+        }
+        for g in run.result["gpus"]
+    ], None
+
+
+def _measure(args, _checked) -> cli.Report:
+    from probes import model as model_mod
+    from probes import result
+
+    worker.exit_on_sigterm()
+    path = cli.resolve_model(args.model)
+    try:
+        weight_bytes = model_mod.weight_bytes(path)
+    except model_mod.ModelError as exc:
+        raise cli.Refused(str(exc)) from exc
+    files = sorted(path.glob("*.safetensors"))
+    env = worker.worker_env()
+    errors: list[str] = []
+    runs, priming = _load_runs(args, path, env, errors)
+    disk, page_cache = _read_rates(args, files)
+    h2d, h2d_reason = _h2d(args, env, errors)
     provenance = model_mod.provenance(path) or {}
     res = analyze(
         runs,
@@ -592,12 +460,16 @@ def main(argv: list[str]) -> int:
     vs = verdicts(res)
     if errors:
         vs.append(result.verdict("measurement", "fail", f"{len(errors)} run(s) failed; see errors"))
-    params = {k: v for k, v in vars(args).items() if k not in ("json", "worker", "model_path")}
     results_doc = result.jsonable(res)
     for key in ("runs", "priming_runs"):  # derived fields are raw-sample columns too
         for raw, obj in zip(results_doc[key], getattr(res, key), strict=True):
             raw["import_s"], raw["load_s"] = obj.import_s, obj.load_s
-    doc = result.envelope("load", params, results_doc, vs, started, time.perf_counter() - t_start, errors=errors)
-    result.validate(doc)
-    result.emit(doc, args.json)
-    return result.exit_status(doc)
+    return cli.Report(results_doc, vs, errors)
+
+
+PROBE = cli.Probe("load", __doc__, arguments=_arguments, check=_check, measure=_measure, worker=_worker,
+                  hidden=("worker", "model_path"), validate=True)
+
+
+def main(argv: list[str]) -> int:
+    return cli.run(PROBE, argv)

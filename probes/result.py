@@ -1,4 +1,4 @@
-"""The probe envelope (schema version 1): building, validating and printing it.
+"""The probe envelope (its schema version is the core's ENVELOPE_SCHEMA_VERSION): building, validating and printing it.
 
 Every probe prints one envelope. Everything downstream (slm_probe, reports) reads only this document.
 """
@@ -16,7 +16,12 @@ import sys
 from functools import cache
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from probes.core.catalog import ENVELOPE_SCHEMA_VERSION as SCHEMA_VERSION
+from probes.core.catalog import THP_DIR
+from probes.core.facts import cpu_facts
+from probes.core.sysfs import selected
+from probes.core.tree import Tree, parse_meminfo
+
 SCHEMA_PATH = Path(__file__).with_name("schema") / "envelope.schema.json"
 VERDICT_STATUSES = ("pass", "warn", "fail", "info")
 
@@ -30,33 +35,17 @@ def _dist_version(*names: str) -> str | None:
     return None
 
 
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def _selected(text: str | None) -> str | None:
-    """'always [madvise] never' -> 'madvise'."""
-    if text and "[" in text:
-        return text.split("[", 1)[1].split("]", 1)[0]
-    return text
-
-
 def _cpu_model() -> str | None:
-    text = _read("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or None
+    return cpu_facts(Tree())["model"] or platform.processor() or None
 
 
 def _mem_total_bytes() -> int | None:
-    for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return None
+    kib = parse_meminfo(Tree().read("/proc/meminfo")).get("MemTotal")
+    return None if kib is None else kib * 1024
+
+
+def _thp(knob: str) -> str | None:
+    return selected(Tree().read(f"{THP_DIR}/{knob}"))
 
 
 def nvml_gpus() -> list[dict]:
@@ -117,8 +106,8 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_affinity_count": len(os.sched_getaffinity(0)),
         "mem_total_bytes": _mem_total_bytes(),
-        "thp_enabled": _selected(_read("/sys/kernel/mm/transparent_hugepage/enabled")),
-        "thp_defrag": _selected(_read("/sys/kernel/mm/transparent_hugepage/defrag")),
+        "thp_enabled": _thp("enabled"),
+        "thp_defrag": _thp("defrag"),
         "ld_preload": os.environ.get("LD_PRELOAD") or None,
     }
 

@@ -152,6 +152,25 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4g}"
 
 
+def _effect_ci(data_better: list[float], data_worse: list[float], lower_is_better: bool, ci_level: float,
+               n_boot: int, seed: int) -> list[float] | None:
+    """Bootstrap interval of the better one's advantage (_advantage_pct of the two medians); None when no
+    resample gave one."""
+    rng = random.Random(seed)
+    effects = []
+    for _ in range(n_boot):
+        mb_ = _median_of([data_better[rng.randrange(len(data_better))] for _ in data_better])
+        mw_ = _median_of([data_worse[rng.randrange(len(data_worse))] for _ in data_worse])
+        e = _advantage_pct(mb_, mw_, lower_is_better)
+        if e is not None:
+            effects.append(e)
+    if not effects:
+        return None
+    effects.sort()
+    tail = (1.0 - ci_level) / 2.0 * 100.0
+    return [percentile(effects, tail), percentile(effects, 100.0 - tail)]
+
+
 def compare(
     a: Sequence[float],
     b: Sequence[float],
@@ -209,18 +228,7 @@ def compare(
     if better is not None:
         out["effect_pct"] = _advantage_pct(m_better, m_worse, lower_is_better)
         data_better, data_worse = (list(a), list(b)) if better == name_a else (list(b), list(a))
-        rng = random.Random(seed + 2)
-        effects = []
-        for _ in range(n_boot):
-            mb_ = _median_of([data_better[rng.randrange(len(data_better))] for _ in data_better])
-            mw_ = _median_of([data_worse[rng.randrange(len(data_worse))] for _ in data_worse])
-            e = _advantage_pct(mb_, mw_, lower_is_better)
-            if e is not None:
-                effects.append(e)
-        if effects:
-            effects.sort()
-            tail = (1.0 - ci_level) / 2.0 * 100.0
-            out["effect_ci_pct"] = [percentile(effects, tail), percentile(effects, 100.0 - tail)]
+        out["effect_ci_pct"] = _effect_ci(data_better, data_worse, lower_is_better, ci_level, n_boot, seed + 2)
 
     overlap = sa["ci_low"] <= sb["ci_high"] and sb["ci_low"] <= sa["ci_high"]
     ci_text = (

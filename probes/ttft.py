@@ -14,13 +14,11 @@ The server's TTFT for exactly these requests comes from /metrics scraped before 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 from dataclasses import dataclass
 
-from probes import stats, vllm_client, vllm_metrics
-from probes.server import add_server_args, detect_backend, phase_split, run_on_server
+from probes import cli, stats, vllm_client, vllm_metrics
+from probes.server import add_server_args, detect_backend, measure_on_server, phase_split
 from probes.vllm_client import RequestRecord
 
 GOAL_MS = 2.0
@@ -310,23 +308,26 @@ def verdicts_for(res: TtftResults, result_mod) -> list[dict]:
     return v
 
 
-def main(argv: list[str]) -> int:
-    from probes import result
-
-    parser = argparse.ArgumentParser(prog="python -m probes ttft", description=__doc__.split("\n\n")[0])
+def _arguments(parser) -> None:
     add_server_args(parser)
     parser.add_argument("-n", "--warm", type=int, default=20, help=f"warm requests per API (>= {MIN_WARM})")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--prompt-words", type=int, default=128)
     parser.add_argument("--api", default="completions,chat", help="completions, chat or both (comma-separated)")
     parser.add_argument("--request-timeout-s", type=float, default=300.0)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def _check(args, parser) -> list[str]:
     apis = [a.strip() for a in args.api.split(",") if a.strip()]
     if not apis or any(a not in vllm_client.APIS for a in apis):
         parser.error(f"--api {args.api!r}: choose from {','.join(vllm_client.APIS)}")
     if args.warm < MIN_WARM:
         parser.error(f"-n {args.warm}: at least {MIN_WARM} warm requests are needed for a median with a spread")
+    return apis
+
+
+def _measure(args, apis: list[str]):
+    from probes import result
 
     results: dict = {"backend": detect_backend()}
 
@@ -340,8 +341,11 @@ def main(argv: list[str]) -> int:
         results["raw"] = {"cold": run.cold, "warm": run.warm}
         verdicts += verdicts_for(res, result)
 
-    return run_on_server("ttft", args, results, measure)
+    return measure_on_server(args, results, measure)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+PROBE = cli.Probe("ttft", __doc__, arguments=_arguments, check=_check, measure=_measure, hidden=("api_key",))
+
+
+def main(argv: list[str]) -> int:
+    return cli.run(PROBE, argv)

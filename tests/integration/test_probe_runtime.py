@@ -8,7 +8,6 @@ import re
 import sys
 
 import pytest
-import yaml
 
 from tests.sshfleet import REPO, run_playbook
 
@@ -50,10 +49,12 @@ def recap(stdout: str, host: str = "node1") -> dict[str, int]:
 
 
 def test_model_shapes_match_probes_model():
+    """The role validates probe_runtime_model against the catalog; probes.model must build exactly those."""
+    from probes.core.catalog import MODEL_SHAPES
     from probes.model import SHAPES
 
-    shapes = yaml.safe_load((REPO / "roles/probe_runtime/vars/main.yml").read_text())["__probe_runtime_model_shapes"]
-    assert shapes == list(SHAPES)
+    assert list(MODEL_SHAPES) == list(SHAPES)
+    assert "__probe_runtime_model_shapes" not in (REPO / "roles/probe_runtime/vars/main.yml").read_text()
 
 
 def test_given_interpreter_is_checked_the_model_built_and_a_rerun_changes_nothing(play, tmp_path):
@@ -87,6 +88,10 @@ def test_given_interpreter_is_checked_the_model_built_and_a_rerun_changes_nothin
         copied = opt / "probes" / source.relative_to(REPO / "probes")
         assert copied.read_bytes() == source.read_bytes()
     assert not list((opt / "probes").rglob("*.pyc"))
+    core = opt / "probes" / "core"  # probes/core links to module_utils/preflight/core: shipped as files
+    assert core.is_dir() and not core.is_symlink()
+    for source in (REPO / "module_utils/preflight/core").glob("*.py"):
+        assert (core / source.name).read_bytes() == source.read_bytes()
 
     second = apply(play, variables)
     assert second.returncode == 0, second.stdout[-3000:]

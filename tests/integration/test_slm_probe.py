@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from module_utils.preflight import probe_runner
+from module_utils.preflight.core import catalog, probe_options
 from tests.sshfleet import REPO, ansible_env
 
 PYTHON = sys.executable
@@ -52,19 +52,19 @@ def tiny_model(tmp_path_factory) -> Path:
 # ---- the whitelist and the argument list, without Ansible ------------------------------------------------
 
 
-@pytest.mark.parametrize("probe", probe_runner.PROBES)
+@pytest.mark.parametrize("probe", catalog.PROBES)
 def test_every_whitelisted_flag_is_a_flag_of_the_probe(probe):
     """The whitelist is written by hand; the probe's own --help is the truth it must not drift from."""
     proc = subprocess.run([PYTHON, "-m", "probes", probe, "--help"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     offered = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", proc.stdout))
-    wanted = {opt.flag for opt in probe_runner.PROBE_OPTIONS[probe].values()}
+    wanted = {opt.flag for opt in probe_options.PROBE_OPTIONS[probe].values()}
     assert wanted - offered == set(), f"{probe}: whitelisted flags the probe does not have"
 
 
 def test_options_become_an_argument_list_in_the_order_given():
-    cmd = probe_runner.build_command("/opt/py", "batching", {
+    cmd = probe_options.build_command("/opt/py", "batching", {
         "model": "/m", "enforce_eager": True, "kv_budget": "1GiB", "max_concurrency": 8,
         "server_args": ["--dtype=float32", "--seed=1"], "server_env": {"LD_PRELOAD": "/lib/x.so"},
         "repeats": None,
@@ -72,28 +72,28 @@ def test_options_become_an_argument_list_in_the_order_given():
     assert cmd == ["/opt/py", "-m", "probes", "batching", "--model", "/m", "--enforce-eager", "--kv-budget", "1GiB",
                    "--max-concurrency", "8", "--server-arg=--dtype=float32", "--server-arg=--seed=1",
                    "--server-env", "LD_PRELOAD=/lib/x.so", "--json"]
-    assert probe_runner.build_command("p", "kv", {"max_model_len": [2048, "4096"], "kv_budget": ["512MiB", 1],
+    assert probe_options.build_command("p", "kv", {"max_model_len": [2048, "4096"], "kv_budget": ["512MiB", 1],
                                                   "enforce_eager": False}) == [
         "p", "-m", "probes", "kv", "--max-model-len", "2048,4096", "--kv-budget", "512MiB,1", "--json"]
 
 
 def test_every_bad_option_is_named_at_once():
-    with pytest.raises(probe_runner.ProbeArgumentError) as err:
-        probe_runner.option_args("ttft", {"warm": True, "max_tokens": "many", "api": ["chat,completions"],
+    with pytest.raises(probe_options.ProbeArgumentError) as err:
+        probe_options.option_args("ttft", {"warm": True, "max_tokens": "many", "api": ["chat,completions"],
                                           "bogus": 1})
     assert err.value.errors == [
         "options.warm must be an integer, got True",
         "options.max_tokens must be an integer, got 'many'",
         "options.api must be a list of words without commas, got ['chat,completions']",
         "options.bogus is not an option of the ttft probe; allowed: "
-        + ", ".join(sorted(probe_runner.PROBE_OPTIONS["ttft"])),
+        + ", ".join(sorted(probe_options.PROBE_OPTIONS["ttft"])),
     ]
 
 
 def test_api_key_is_hidden_in_the_returned_command():
-    cmd = probe_runner.build_command("p", "ttft", {"endpoint": "http://127.0.0.1:8000", "api_key": "s3cret"})
-    assert "s3cret" not in probe_runner.redact(cmd)
-    assert probe_runner.redact(cmd)[-3:] == ["--api-key", "********", "--json"]
+    cmd = probe_options.build_command("p", "ttft", {"endpoint": "http://127.0.0.1:8000", "api_key": "s3cret"})
+    assert "s3cret" not in probe_options.redact(cmd)
+    assert probe_options.redact(cmd)[-3:] == ["--api-key", "********", "--json"]
 
 
 # ---- the module over SSH ---------------------------------------------------------------------------------
@@ -200,4 +200,4 @@ def test_documentation_parses_and_lists_every_option():
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)["slm_probe"]["doc"]
     assert set(doc["options"]) == {"probe", "name", "options", "python", "runtime_dir", "env", "timeout"}
-    assert doc["options"]["probe"]["choices"] == list(probe_runner.PROBES)
+    assert doc["options"]["probe"]["choices"] == list(catalog.PROBES)

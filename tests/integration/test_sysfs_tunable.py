@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.moduleutils  # noqa: F401  (ansible.module_utils.preflight, as the module imports it)
 from tests.sshfleet import REPO, ansible_env
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -10,12 +11,30 @@ from pathlib import Path
 
 import pytest
 
-from probes import ab, result, stats
+from probes import ab, ab_host, result, stats
 from probes.ab import PlannedStart, StartRecord, ThpSwitch
 from probes.server import ServerSpec
 from tests.probes.vllm_fixtures import READY_TIMEOUT_S, require_vllm
 
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+
+
+class KernelFile(type(Path())):
+    """A THP `enabled` file that answers as the kernel's does: writing one mode selects it, reading lists all
+    modes with the selected one in brackets, anything else is refused."""
+
+    def write_text(self, data, *args, **kwargs):
+        word = data.strip()
+        if word not in ab.THP_MODES:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return super().write_text(" ".join(f"[{m}]" if m == word else m for m in ab.THP_MODES) + "\n",
+                                  *args, **kwargs)
+
+
+def kernel_thp_file(path: Path, mode: str = "madvise") -> KernelFile:
+    kernel = KernelFile(path)
+    kernel.write_text(mode)
+    return kernel
 
 
 def _starts(arm_values: dict[str, list[float]], metric: str = "ready_s") -> list[StartRecord]:
@@ -145,12 +164,11 @@ def test_a_thp_change_during_an_allocator_ab_is_flagged_as_a_confound():
 
 def test_selected_reads_the_bracketed_word():
     assert ab.selected("always [madvise] never\n") == "madvise"
-    assert ab.selected("never\n") == "never"
+    assert ab.selected("always madvise [never]\n") == "never"
 
 
 def test_thp_switch_sets_verifies_and_restores_the_value_it_found(tmp_path):
-    path = tmp_path / "enabled"
-    path.write_text("always [madvise] never\n")
+    path = kernel_thp_file(tmp_path / "enabled")
     thp = ThpSwitch(path)
     assert thp.set("always") == "always"
     assert thp.original == "madvise"
@@ -160,8 +178,7 @@ def test_thp_switch_sets_verifies_and_restores_the_value_it_found(tmp_path):
 
 
 def test_thp_switch_restores_over_a_value_someone_else_wrote_and_says_so(tmp_path):
-    path = tmp_path / "enabled"
-    path.write_text("always [madvise] never\n")
+    path = kernel_thp_file(tmp_path / "enabled")
     thp = ThpSwitch(path)
     thp.set("never")
     path.write_text("always\n")  # another tool on the host
@@ -265,9 +282,8 @@ def test_a_missing_allocator_says_where_it_looked(capsys):
 @pytest.fixture
 def fake_thp(tmp_path, monkeypatch):
     """THP `enabled` as a plain file, and a fake start that records the value each start saw."""
-    path = tmp_path / "enabled"
-    path.write_text("always [madvise] never\n")
-    monkeypatch.setattr(ab, "THP_ENABLED", path)
+    path = kernel_thp_file(tmp_path / "enabled")
+    monkeypatch.setattr(ab_host, "THP_ENABLED", path)
     monkeypatch.setattr(ab, "spec_from_args", lambda args: ServerSpec(model=str(tmp_path)))
     return path
 
@@ -294,7 +310,7 @@ def test_thp_ab_writes_each_arm_and_restores_afterwards(fake_thp, monkeypatch, c
     doc = json.loads(capsys.readouterr().out)
     result.validate(doc)
     assert seen == ["always", "never", "never", "always"]
-    assert fake_thp.read_text() == "madvise\n"
+    assert ab.selected(fake_thp.read_text()) == "madvise"
     assert doc["results"]["thp_restore"]["restored"] is True
     assert doc["results"]["summaries"]["never"]["ready_s"]["samples"] == [31.0, 32.0]
     assert doc["results"]["comparisons"]["never"]["ready_s"]["faster"] is None
@@ -308,7 +324,7 @@ def test_thp_is_restored_when_a_start_fails(fake_thp, monkeypatch, capsys):
     assert ab.main(["--factor", "thp", "--arms", "never,always", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     result.validate(doc)
-    assert fake_thp.read_text() == "madvise\n"
+    assert ab.selected(fake_thp.read_text()) == "madvise"
     assert len(doc["results"]["starts"]) == 1
     assert doc["errors"][0] == "start 1 (never): vLLM exited with status 2 before it was ready"
     assert {v["name"]: v["status"] for v in doc["verdicts"]}["thp_restored"] == "pass"
@@ -385,7 +401,7 @@ def test_thp_is_restored_when_the_probe_is_interrupted(fake_thp, monkeypatch, ca
     before = signal.getsignal(signal.SIGTERM)
     assert ab.main(["--factor", "thp", "--arms", "always,never", "--repeats", "2", "--json"]) == status
     doc = json.loads(capsys.readouterr().out)
-    assert fake_thp.read_text() == "madvise\n"
+    assert ab.selected(fake_thp.read_text()) == "madvise"
     assert doc["results"]["stopped_early"].startswith("interrupted by ")
     assert signal.getsignal(signal.SIGTERM) is before
 

@@ -9,7 +9,13 @@ import shutil
 import pytest
 
 from probes import model
+from probes.core.catalog import MODEL_SHAPES
 from tests.probes.conftest import run_probe
+
+
+def test_the_shapes_are_the_cores_model_shapes():
+    assert sorted(model.SHAPES) == sorted(MODEL_SHAPES)
+    assert all(shape.name == name for name, shape in model.SHAPES.items())
 
 
 def test_tiny_model_config_is_the_documented_qwen2(tiny_model):

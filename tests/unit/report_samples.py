@@ -360,10 +360,10 @@ def allocator_probe(glibc_s: float, jemalloc_s: float, spread: float = 0.02) -> 
         "generate",
         {
             "baseline": "glibc",
-            "allocators": [
-                {"allocator": "glibc", "steady_state_s": stats.summarize(glibc, "s")},
-                {"allocator": "jemalloc", "steady_state_s": stats.summarize(jemalloc, "s")},
-            ],
+            "allocators": {
+                "glibc": {"allocator": "glibc", "steady_state_s": stats.summarize(glibc, "s")},
+                "jemalloc": {"allocator": "jemalloc", "steady_state_s": stats.summarize(jemalloc, "s")},
+            },
             "comparisons": {
                 "jemalloc_vs_glibc": {
                     "steady_state_s": stats.compare(jemalloc, glibc, name_a="jemalloc", name_b="glibc", unit="s")

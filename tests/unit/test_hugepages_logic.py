@@ -1,4 +1,4 @@
-"""roles/hugepages/module_utils/preflight_hugepages.py: the planner, without Ansible and without a kernel.
+"""module_utils/preflight/core/hugepages*.py: the planner of roles/hugepages, without Ansible and without a kernel.
 
 The host shapes below are written from real files (this machine's /proc/buddyinfo and /proc/mounts lines,
 Debian's /etc/default/grub); what cannot be produced on demand on a real kernel (a fragmented node, a
@@ -7,17 +7,13 @@ Debian's /etc/default/grub); what cannot be produced on demand on a real kernel 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-MODULE = Path(__file__).resolve().parents[2] / "roles" / "hugepages" / "module_utils" / "preflight_hugepages.py"
-spec = importlib.util.spec_from_file_location("preflight_hugepages", MODULE)
-hp = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = hp  # dataclasses look their module up there
-spec.loader.exec_module(hp)
+from tests.moduleutils import module_util
+
+hp = module_util("preflight.core.hugepages")
+persist = module_util("preflight.core.hugepages_persist")
+planner = module_util("preflight.core.hugepages_plan")
 
 # This VM: 24 GiB, one node, plenty of large free blocks.
 BUDDY_ROOMY = """\
@@ -106,22 +102,24 @@ def test_fstab_keeps_every_other_byte_and_replaces_only_its_own_line():
         "# static\nUUID=1 / ext4 defaults 0 1\nhugetlbfs /mnt/huge hugetlbfs pagesize=1G 0 0\n#hugetlbfs /x hugetlbfs"
     )
     wanted = {"/mnt/huge": "hugetlbfs /mnt/huge hugetlbfs pagesize=2M,mode=0755,uid=0,gid=0 0 0"}
-    assert hp.edit_fstab(text, wanted) == (
+    assert persist.edit_fstab(text, wanted) == (
         "# static\nUUID=1 / ext4 defaults 0 1\nhugetlbfs /mnt/huge hugetlbfs pagesize=2M,mode=0755,uid=0,gid=0 0 0\n"
         "#hugetlbfs /x hugetlbfs"
     )
-    assert hp.edit_fstab("UUID=1 / ext4 defaults 0 1", {"/a": "hugetlbfs /a hugetlbfs pagesize=2M 0 0"}) == (
+    assert persist.edit_fstab("UUID=1 / ext4 defaults 0 1", {"/a": "hugetlbfs /a hugetlbfs pagesize=2M 0 0"}) == (
         "UUID=1 / ext4 defaults 0 1\nhugetlbfs /a hugetlbfs pagesize=2M 0 0\n"
     )
-    assert hp.edit_fstab(text, {"/mnt/huge": None}) == "# static\nUUID=1 / ext4 defaults 0 1\n#hugetlbfs /x hugetlbfs"
+    assert (
+        persist.edit_fstab(text, {"/mnt/huge": None}) == "# static\nUUID=1 / ext4 defaults 0 1\n#hugetlbfs /x hugetlbfs"
+    )
 
 
 def test_proc_mounts_spelling_matches_the_requested_options():
     [mount] = hp.parse_hugetlbfs_mounts("none /tmp/hpt hugetlbfs rw,relatime,mode=770,pagesize=2M 0 0\n")
     wanted = {"pagesize": "2M", "mode": "0770", "uid": "0", "gid": "0"}
-    assert mount["path"] == "/tmp/hpt" and hp.mounted_as_wanted(mount["options"], wanted)
-    assert not hp.mounted_as_wanted(mount["options"], wanted | {"mode": "1770"})
-    assert not hp.mounted_as_wanted(mount["options"], wanted | {"pagesize": "1G"})
+    assert mount["path"] == "/tmp/hpt" and persist.mounted_as_wanted(mount["options"], wanted)
+    assert not persist.mounted_as_wanted(mount["options"], wanted | {"mode": "1770"})
+    assert not persist.mounted_as_wanted(mount["options"], wanted | {"pagesize": "1G"})
 
 
 @pytest.mark.parametrize(
@@ -146,17 +144,17 @@ def test_proc_mounts_spelling_matches_the_requested_options():
     ],
 )
 def test_grub_cmdline_pair_is_replaced_in_place(before, tokens, after):
-    assert hp.edit_grub_cmdline(before, "1G", tokens) == after
+    assert persist.edit_grub_cmdline(before, "1G", tokens) == after
 
 
 def test_total_of_the_default_size_persists_in_sysctl_and_per_node_in_a_unit():
-    plan = hp.plan(params(count=64), host())
+    plan = planner.plan(params(count=64), host())
     sysctl = next(f for f in plan["files"] if f["role"] == "sysctl")
     assert sysctl["content"].endswith("\nvm.nr_hugepages = 64\n") and sysctl["changed"]
     assert [s["path"] for s in plan["settings"]] == ["/proc/sys/vm/nr_hugepages"]
     assert next(f for f in plan["files"] if f["role"] == "unit")["state"] == "absent"
 
-    plan = hp.plan(params(per_node={"0": 32}), host())
+    plan = planner.plan(params(per_node={"0": 32}), host())
     unit = next(f for f in plan["files"] if f["role"] == "unit")
     assert (
         "ExecStart=/bin/sh -c 'echo 32 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages'"
@@ -168,23 +166,26 @@ def test_total_of_the_default_size_persists_in_sysctl_and_per_node_in_a_unit():
 def test_one_gib_pages_go_on_the_grub_cmdline_and_ask_for_a_reboot():
     grub = {"kind": "grub", "path": "/etc/default/grub", "regenerate": ["update-grub"]}
     files = {"/etc/default/grub": {"exists": True, "content": 'GRUB_CMDLINE_LINUX="quiet"\n', "mode": "0644"}}
-    plan = hp.plan(params(size="1G", count=4), host(bootloader=grub, files=files))
+    plan = planner.plan(params(size="1G", count=4), host(bootloader=grub, files=files))
     edited = next(f for f in plan["files"] if f["role"] == "grub")
     assert edited["content"] == 'GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=4"\n'
     assert plan["reboot_required"] is True
     assert [p["method"] for p in plan["persistence"]] == ["kernel_cmdline"]
 
     booted = host(bootloader=grub, files=files, cmdline="quiet hugepagesz=1G hugepages=4")
-    assert hp.plan(params(size="1G", count=4), booted)["reboot_required"] is False
+    assert planner.plan(params(size="1G", count=4), booted)["reboot_required"] is False
 
 
 def test_conflicting_sysctl_files_are_reported_with_who_wins():
-    sources = {
-        "/etc/sysctl.d/90-hugepages.conf": "vm.nr_hugepages = 2048\n",
-        "/usr/lib/sysctl.d/50-vendor.conf": "vm.nr_hugepages=16\n",
-        "/etc/sysctl.d/80-preflight-hugepages.conf": "vm.nr_hugepages = 64\n",
-    }
-    found = hp.conflicts(params(count=64), host(sysctl_sources=sources, cmdline="hugepages=8"), PATHS["sysctl_file"])
+    # As core/tuners.py sysctl_assignments lists them: in the order they are applied at boot.
+    settings = [
+        {"path": "/usr/lib/sysctl.d/50-vendor.conf", "key": "vm.nr_hugepages", "value": "16"},
+        {"path": "/etc/sysctl.d/80-preflight-hugepages.conf", "key": "vm.nr_hugepages", "value": "64"},
+        {"path": "/etc/sysctl.d/90-hugepages.conf", "key": "vm.nr_hugepages", "value": "2048"},
+    ]
+    found = persist.conflicts(
+        params(count=64), host(sysctl_settings=settings, cmdline="hugepages=8"), PATHS["sysctl_file"]
+    )
     assert [(c["source"], c["value"], c["effect"].split(":")[0]) for c in found] == [
         ("/etc/sysctl.d/90-hugepages.conf", "2048", "applied after Preflight's file at boot"),
         ("/usr/lib/sysctl.d/50-vendor.conf", "16", "applied before Preflight's file at boot"),
@@ -197,7 +198,7 @@ def test_conflicting_sysctl_files_are_reported_with_who_wins():
 
 
 def _short_plan(asked: int, host_: hp.Host) -> dict:
-    plan = hp.plan(params(count=asked), host_)
+    plan = planner.plan(params(count=asked), host_)
     return plan
 
 
@@ -206,7 +207,7 @@ def test_shortfall_on_fragmented_memory_says_so_with_the_numbers():
         buddyinfo=hp.parse_buddyinfo(BUDDY_FRAGMENTED),
         pools={2048: {"total": 7, "nodes": {0: 7}}, 1048576: {"total": 0}},
     )
-    short = hp.shortfall(_short_plan(512, host()), fragmented)
+    short = planner.shortfall(_short_plan(512, host()), fragmented)
     assert (short["asked"], short["got"]) == (512, 7)
     assert short["why"].startswith("memory too fragmented: 505 more pages needed, 1 free contiguous blocks (node0: ")
     assert "20507 MiB free, 1 free 2M blocks, from /proc/buddyinfo)" in short["why"]
@@ -214,24 +215,56 @@ def test_shortfall_on_fragmented_memory_says_so_with_the_numbers():
 
 def test_shortfall_without_enough_free_memory_says_so():
     starved = host(node_memfree_kb={0: 100 * 1024}, pools={2048: {"total": 40, "nodes": {0: 40}}, 1048576: {}})
-    short = hp.shortfall(_short_plan(512, host()), starved)
+    short = planner.shortfall(_short_plan(512, host()), starved)
     assert short["why"].startswith("not enough free memory: 944 MiB more needed, 100 MiB free")
 
 
 def test_shortfall_that_free_memory_does_not_explain_points_at_another_writer():
-    short = hp.shortfall(_short_plan(64, host()), host())
+    short = planner.shortfall(_short_plan(64, host()), host())
     assert (short["asked"], short["got"]) == (64, 0)
     assert short["why"].startswith("neither free memory nor fragmentation explains it")
 
 
 def test_no_shortfall_when_the_kernel_kept_every_page():
     full = host(pools={2048: {"total": 64, "nodes": {0: 64}}, 1048576: {}})
-    assert hp.shortfall(_short_plan(64, host()), full) is None
+    assert planner.shortfall(_short_plan(64, host()), full) is None
 
 
 def test_snapshot_keeps_the_first_recorded_value():
-    first = hp.snapshot(hp.plan(params(count=64), host()), host(), None)
+    first = planner.snapshot(planner.plan(params(count=64), host()), host(), None)
     assert first["settings"]["/proc/sys/vm/nr_hugepages"]["value"] == 0
     later_host = host(pools={2048: {"total": 64, "nodes": {0: 64}}, 1048576: {}})
-    second = hp.snapshot(hp.plan(params(count=128), later_host), later_host, first)
+    second = planner.snapshot(planner.plan(params(count=128), later_host), later_host, first)
     assert second["settings"]["/proc/sys/vm/nr_hugepages"]["value"] == 0
+
+
+def test_read_host_finds_pool_sysctls_and_a_tuned_profile_through_the_core_readers(tmp_path):
+    """A recorded node tree: one node, a 2 MiB pool, a vendor sysctl file and a tuned profile that sizes a pool."""
+    reader = module_util("preflight.core.hugepages_read")
+    Tree = module_util("preflight.core.tree").Tree
+    files = {
+        "proc/meminfo": "MemTotal:       24683656 kB\nMemFree:        21000000 kB\nHugepagesize:       2048 kB\n",
+        "proc/mounts": "hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\n",
+        "proc/cmdline": "console=ttyS0 quiet\n",
+        "proc/buddyinfo": BUDDY_ROOMY,
+        "proc/cpuinfo": "processor\t: 0\nflags\t\t: fpu pse pdpe1gb\n",
+        "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages": "16\n",
+        "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages": "16\n",
+        "sys/devices/system/node/node0/meminfo": "Node 0 MemFree:        20000000 kB\n",
+        "sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages": "16\n",
+        "usr/lib/sysctl.d/50-vendor.conf": "# vendor\nvm.nr_hugepages=16\nvm.swappiness = 10\n",
+        "etc/tuned/active_profile": "gpu-node\n",
+        "etc/tuned/gpu-node/tuned.conf": "[main]\nsummary=x\n[sysctl]\nvm.nr_hugepages=32\n",
+    }
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    read = reader.read_host(Tree(str(tmp_path)), {"mounts": []}, PATHS)
+    assert read.sizes_kb == [2048] and read.pools[2048]["total"] == 16 and read.pools[2048]["nodes"] == {0: 16}
+    assert read.nodes == [0] and read.node_memfree_kb == {0: 20000000} and "pdpe1gb" in read.cpu_flags
+    assert read.mounts[0]["path"] == "/dev/hugepages" and read.bootloader["kind"] == "none"
+    found = persist.conflicts(params(count=64), read, PATHS["sysctl_file"])
+    assert [(c["source"], c["setting"], c["value"]) for c in found] == [
+        ("/usr/lib/sysctl.d/50-vendor.conf", "vm.nr_hugepages", "16"),
+        ("/etc/tuned/gpu-node/tuned.conf", "tuned profile gpu-node", "sets hugepages"),
+    ]

@@ -1,21 +1,17 @@
-"""roles/jemalloc/module_utils/preflight_jemalloc.py: MALLOC_CONF validation, library choice, drop-in and
+"""module_utils/preflight/core/jemalloc.py (roles/jemalloc): MALLOC_CONF validation, library choice, drop-in and
 ld.so.preload editing, without Ansible. The installed library's own opinion is tested too, for real."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[2] / "roles" / "jemalloc" / "module_utils" / "preflight_jemalloc.py"
-spec = importlib.util.spec_from_file_location("preflight_jemalloc", MODULE)
-je = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = je
-spec.loader.exec_module(je)
+from tests.moduleutils import module_util
+
+je = module_util("preflight.core.jemalloc")
 
 DEFAULT_CONF = "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:10000"
 # `dpkg-query -L libjemalloc2` on Debian 12 and `rpm -ql jemalloc jemalloc-devel` on EL9.
@@ -133,3 +129,51 @@ def test_every_option_the_role_allows_is_one_jemalloc_parses():
         if "Invalid conf" in err:
             refused.add(name)
     assert refused <= build_dependent
+
+
+def _request(**overrides) -> dict:
+    base = {
+        "package": "libjemalloc2",
+        "services": ["preflight-vllm"],
+        "malloc_conf": DEFAULT_CONF,
+        "enabled": True,
+        "scope": "service",
+        "unit_dir": "/etc/systemd/system",
+        "ld_so_preload": "/etc/ld.so.preload",
+    }
+    return base | overrides
+
+
+def test_plan_reads_the_units_through_the_tree_and_reports_other_settings(tmp_path):
+    planner = module_util("preflight.core.jemalloc_plan")
+    tree = module_util("preflight.core.tree").Tree(str(tmp_path))
+    dropins = tmp_path / "etc/systemd/system/preflight-vllm.service.d"
+    dropins.mkdir(parents=True)
+    (dropins / "90-operator.conf").write_text('[Service]\nEnvironment="MALLOC_CONF=narenas:2"\n')
+    (tmp_path / "etc/ld.so.preload").write_text("/lib/other.so\n")
+    lib = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+    planned = planner.plan(tree, _request(), lib, None)
+
+    [service] = planned["services"]
+    assert service["desired"] == je.dropin_content(lib, DEFAULT_CONF) and service["changed"]
+    assert service["dropin_dir_exists"] and service["current"] is None
+    assert planned["conflicts"] == [
+        {
+            "source": "/etc/systemd/system/preflight-vllm.service.d/90-operator.conf",
+            "setting": "preflight-vllm.service environment",
+            "value": "MALLOC_CONF=narenas:2",
+            "effect": "a drop-in sorted after Preflight's: its value wins",
+        },
+        {
+            "source": "/etc/ld.so.preload",
+            "setting": "ld.so.preload",
+            "value": "/lib/other.so",
+            "effect": "preloaded into every process on the host, the services included",
+        },
+    ]
+    assert planned["record_needed"] and planned["backups"] == []
+    assert planned["snapshot"]["files"] == {service["dropin_path"]: {"existed": False, "role": "dropin"}}
+    # Once recorded, an entry keeps its first value and nothing new is backed up.
+    again = planner.plan(tree, _request(), lib, planned["snapshot"])
+    assert again["snapshot"] == planned["snapshot"] and again["record_needed"] is False

@@ -7,8 +7,8 @@ import pytest
 from tests.unit import report_samples as s
 
 checks = s.module_util("preflight.report.checks")
-document = s.module_util("preflight.report.document")
-thresholds = s.module_util("preflight.report.thresholds")
+document = s.module_util("preflight.core.document")
+thresholds = s.module_util("preflight.core.thresholds")
 
 THP = "/sys/kernel/mm/transparent_hugepage"
 

@@ -47,3 +47,22 @@ def test_documentation_matches_the_argument_spec():
     yaml.safe_load(module.EXAMPLES)
     returned = yaml.safe_load(module.RETURN)
     assert {"run_id", "run_dir", "files", "would_write", "not_ok_hosts", "failing_checks"} <= set(returned)
+
+
+def test_the_report_code_imports_without_ansible():
+    """module_utils/preflight/report uses relative imports only, so it runs wherever its files are."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class NoAnsible:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'ansible':\n"
+        "            raise ImportError('ansible is not importable here')\n"
+        "sys.meta_path.insert(0, NoAnsible())\n"
+        f"sys.path.insert(0, {str(MODULE.parents[1] / 'module_utils')!r})\n"
+        "import preflight.report.pipeline\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -16,7 +16,7 @@ SCHEMA_FILE = Path(schema.__file__).with_name("host_document.schema.json")
 
 def test_schema_file_is_the_python_schema():
     assert SCHEMA_FILE.read_text() == schema.schema_json(), (
-        "host_document.schema.json drifted from schema.py: run `python3 module_utils/preflight/report/schema.py`"
+        "host_document.schema.json drifted from schema.py: run `cd module_utils && python3 -m preflight.report.schema`"
     )
 
 
@@ -57,24 +57,20 @@ def test_a_check_without_a_reason_is_invalid(tmp_path):
     assert schema.validation_errors(doc) == ["checks/0/reason: '' should be non-empty"]
 
 
-def test_group_vars_document_every_threshold_with_the_built_in_defaults():
-    import yaml
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        s.ttft_probe(),
+        s.load_probe(),
+        s.kv_probe([(2048, "256MiB", 4096, 2.0), (4096, "256MiB", None, None)]),
+        s.batching_probe({1: 100.0, 4: 300.0}, {1: 20.0, 4: 40.0}),
+        s.allocator_probe(1.5, 1.2),
+    ],
+    ids=lambda e: e["probe"],
+)
+def test_the_samples_the_report_tests_use_are_shaped_like_the_probe_envelope_schema(envelope):
+    """The report reads results by the paths probes/schema/envelope.schema.json describes ($defs/<probe>_results)."""
+    from probes import result as probe_result
 
-    thresholds = s.module_util("preflight.report.thresholds")
-    documented = yaml.safe_load((Path(__file__).resolve().parents[2] / "group_vars" / "all.yml").read_text())
-    assert documented["preflight_thresholds"] == thresholds.DEFAULTS
+    probe_result.validate(envelope)
 
-
-def test_every_group_file_has_valid_thresholds():
-    import yaml
-
-    thresholds = s.module_util("preflight.report.thresholds")
-    files = sorted((Path(__file__).resolve().parents[2] / "group_vars").glob("*.yml"))
-    overrides = {f.name: yaml.safe_load(f.read_text()).get("preflight_thresholds") for f in files}
-    assert any(overrides.values())
-    for name, value in overrides.items():
-        if value is not None:
-            try:
-                thresholds.resolve(value)
-            except thresholds.ThresholdError as exc:
-                pytest.fail(f"group_vars/{name}: {exc}")

@@ -1,22 +1,14 @@
-"""The GRUB command-line arithmetic of roles/thp/library/thp_inspect.py, on text (no bootloader here)."""
+"""The GRUB command-line arithmetic the thp role edits with (module_utils/preflight/core/thp_node.py), and
+the reading of what else sets THP at boot, on files under a temporary root (no bootloader here)."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from tests.sshfleet import REPO
+from tests.moduleutils import module_util
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("thp_inspect", REPO / "roles/thp/library/thp_inspect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-thp_inspect = _load()
+thp_node = module_util("preflight.core.thp_node")
+Tree = module_util("preflight.core.tree").Tree
 
 DEBIAN_GRUB = """GRUB_DEFAULT=0
 GRUB_TIMEOUT=5
@@ -25,9 +17,17 @@ GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=always"
 """
 
 
+def node(tmp_path, files: dict[str, str]):
+    for path, text in files.items():
+        target = tmp_path / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return Tree(str(tmp_path))
+
+
 def test_grub_line_finds_the_last_assignment_and_unquotes_it():
     text = DEBIAN_GRUB + "GRUB_CMDLINE_LINUX='mitigations=off'\n"
-    assert thp_inspect.grub_line(text, "GRUB_CMDLINE_LINUX") == (
+    assert thp_node.grub_line(text, "GRUB_CMDLINE_LINUX") == (
         "GRUB_CMDLINE_LINUX='mitigations=off'",
         "mitigations=off",
         "'",
@@ -35,8 +35,8 @@ def test_grub_line_finds_the_last_assignment_and_unquotes_it():
 
 
 def test_grub_line_does_not_take_the_default_variable_for_the_plain_one():
-    assert thp_inspect.grub_line(DEBIAN_GRUB, "GRUB_CMDLINE_LINUX_DEFAULT")[1] == "quiet"
-    assert thp_inspect.grub_line(DEBIAN_GRUB, "GRUB_CMDLINE_LINUX")[1] == "console=ttyS0 transparent_hugepage=always"
+    assert thp_node.grub_line(DEBIAN_GRUB, "GRUB_CMDLINE_LINUX_DEFAULT")[1] == "quiet"
+    assert thp_node.grub_line(DEBIAN_GRUB, "GRUB_CMDLINE_LINUX")[1] == "console=ttyS0 transparent_hugepage=always"
 
 
 @pytest.mark.parametrize(
@@ -55,19 +55,77 @@ def test_grub_line_does_not_take_the_default_variable_for_the_plain_one():
     ids=["replace", "add-keeping-single-quotes", "add-to-empty", "remove-every-occurrence"],
 )
 def test_wanted_grub_line_replaces_adds_or_removes_the_option(value, quote, thp, line):
-    assert thp_inspect.wanted_grub_line(value, quote, thp) == line
+    assert thp_node.wanted_grub_line(value, quote, thp) == line
 
 
-def test_cmdline_option_is_the_last_occurrence_as_the_kernel_reads_it():
-    args = "ro transparent_hugepage=never quiet transparent_hugepage=madvise".split()
-    assert thp_inspect.cmdline_option(args) == "madvise"
-    assert thp_inspect.cmdline_option(["ro", "quiet"]) is None
+def test_thp_option_is_the_last_occurrence_as_the_kernel_reads_it():
+    assert thp_node.thp_option("ro transparent_hugepage=never quiet transparent_hugepage=madvise") == "madvise"
+    assert thp_node.thp_option("ro quiet") is None
+    assert thp_node.thp_option("ro -- transparent_hugepage=never") is None
 
 
 def test_missing_grub_defaults_file_is_reported_as_no_bootloader(tmp_path):
-    missing = tmp_path / "grub"
-    info = thp_inspect.inspect_bootloader(str(missing), "madvise")
+    info = thp_node.bootloader(Tree(str(tmp_path)), "/etc/default/grub", "madvise")
     assert (info["kind"], info["reason"]) == (
         None,
-        f"no bootloader config found: {missing} does not exist; only GRUB is managed",
+        "no bootloader config found: /etc/default/grub does not exist; only GRUB is managed",
     )
+
+
+def test_grub_without_a_regenerator_is_no_bootloader_and_with_one_gives_the_line_to_write(tmp_path):
+    tree = node(tmp_path, {"/etc/default/grub": DEBIAN_GRUB.replace('"quiet"', '"quiet transparent_hugepage=never"')})
+    none = thp_node.bootloader(tree, "/etc/default/grub", "madvise", which=lambda name: None)
+    assert none["reason"] == (
+        "no bootloader config found: /etc/default/grub exists but none of update-grub, grub2-mkconfig, "
+        "grub-mkconfig is installed"
+    )
+    grub = thp_node.bootloader(tree, "/etc/default/grub", "madvise", which=lambda name: f"/usr/sbin/{name}")
+    assert grub["regenerate"] == ["/usr/sbin/update-grub"]
+    assert (grub["option"], grub["default_option"]) == ("always", "never")
+    assert grub["wanted_line"] == 'GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=madvise"'
+
+
+def test_settings_read_the_bracketed_word_and_khugepaged_offers_0_and_1(tmp_path):
+    base = "/sys/kernel/mm/transparent_hugepage"
+    tree = node(tmp_path, {f"{base}/enabled": "always [madvise] never\n", f"{base}/defrag": "[never] always\n",
+                           f"{base}/khugepaged/defrag": "1\n"})
+    settings = thp_node.read_settings(tree)
+    assert settings["thp_enabled"] == {"path": f"{base}/enabled", "current": "madvise",
+                                       "choices": ["always", "madvise", "never"]}
+    assert settings["thp_khugepaged_defrag"]["current"] == "1"
+    assert settings["thp_khugepaged_defrag"]["choices"] == ["0", "1"]
+
+
+def test_tuned_unit_tmpfiles_and_a_non_inheriting_size_knob_are_conflicts_but_our_own_unit_is_not(tmp_path):
+    base = "/sys/kernel/mm/transparent_hugepage"
+    tree = node(
+        tmp_path,
+        {
+            "/etc/tuned/active_profile": "mine\n",
+            "/etc/tuned/base/tuned.conf": "[vm]\ntransparent_hugepages=always\n",
+            "/etc/tuned/mine/tuned.conf": "[main]\ninclude=base\n",
+            "/etc/systemd/system/multi-user.target.wants/tuned.service": "",
+            "/etc/systemd/system/preflight-thp.service": f"ExecStart=echo madvise > {base}/enabled\n",
+            "/etc/tmpfiles.d/thp.conf": f"w {base}/enabled - - - - always\n",
+            f"{base}/hpage_pmd_size": "2097152\n",
+            f"{base}/hugepages-2048kB/enabled": "always [never] inherit madvise\n",
+        },
+    )
+    found = thp_node.conflicts(tree, "madvise", "never", "never", {"default_option": None}, "preflight-thp.service")
+    assert found == [
+        "the running kernel was booted with transparent_hugepage=never (/proc/cmdline) but thp_enabled is madvise: "
+        "every boot starts from never until Preflight's unit runs or the command line is changed",
+        "tuned profile 'mine' sets transparent_hugepages=always (/etc/tuned/base/tuned.conf) and tuned is enabled: "
+        "it applies that at every start and overrides thp_enabled=madvise; set it in a custom tuned profile or "
+        "disable tuned",
+        "/etc/tmpfiles.d/thp.conf writes Transparent Huge Pages settings too: at boot it may override "
+        "thp_enabled=madvise and thp_defrag=never; remove it or make it agree",
+        f"{base}/hugepages-2048kB/enabled is 'never', not 'inherit': pages of that size follow it, not "
+        "thp_enabled=madvise",
+    ]
+
+
+def test_a_tuned_profile_is_no_conflict_while_tuned_is_not_enabled(tmp_path):
+    tree = node(tmp_path, {"/etc/tuned/active_profile": "mine\n",
+                           "/etc/tuned/mine/tuned.conf": "[vm]\ntransparent_hugepages=always\n"})
+    assert thp_node.tuned_conflicts(tree, "madvise") == []

@@ -76,41 +76,32 @@ class _Gpu:
             return None
 
 
-def _gpu_facts(nvml, index: int, driver, cuda, pci_numa_node, cpu_words: int, node_words: int) -> dict:
-    try:
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
-    except nvml.NVMLError as exc:
-        # A GPU that fell off the bus is still a row in the report, with every field null and why.
-        handle = None
-        lost = f"nvmlDeviceGetHandleByIndex: {exc}"
-    gpu = _Gpu(nvml, handle)
-    if handle is None:
-        gpu.errors["handle"] = lost
-    name = gpu.call("name", "nvmlDeviceGetName")
-    uuid = gpu.call("uuid", "nvmlDeviceGetUUID")
-    pci = gpu.call("pci_bus_id", "nvmlDeviceGetPciInfo")
-    pci_bus_id = _sysfs_pci_id(_text(pci.busId)) if pci is not None else None
-    # The node whose CPUs and memory sit next to the GPU's PCIe link: the kernel's own answer for the
-    # PCI device first (-1 when firmware gave none), else the nearest node NVML reports.
-    numa_node = numa_source = None
+def _numa_node(gpu, pci_bus_id, pci_numa_node, node_words: int) -> tuple[int | None, str | None]:
+    """(node, where the answer came from): sysfs for the PCI device first, else NVML's nearest node."""
     from_sysfs = pci_numa_node(pci_bus_id) if pci_bus_id is not None else None
     if from_sysfs is not None and from_sysfs >= 0:
-        numa_node, numa_source = from_sysfs, "sysfs"
-    else:
-        nearest = gpu.call("numa_node", "nvmlDeviceGetMemoryAffinity", node_words, NVML_AFFINITY_SCOPE_NODE)
-        nodes = _bits(nearest) if nearest is not None else []
-        if nodes:
-            numa_node, numa_source = nodes[0], "nvml"
-    # Only where GPU memory is itself a NUMA node (Grace Hopper and the like); elsewhere NVML says unsupported.
-    memory_node = gpu.call("gpu_memory_numa_node", "nvmlDeviceGetNumaNodeId", unsupported_is_normal=True)
-    affinity = gpu.call("cpu_affinity", "nvmlDeviceGetCpuAffinity", cpu_words)
-    memory = gpu.call("memory", "nvmlDeviceGetMemoryInfo")
-    capability = gpu.call("compute_capability", "nvmlDeviceGetCudaComputeCapability")
-    persistence = gpu.call("persistence_mode", "nvmlDeviceGetPersistenceMode")
+        return from_sysfs, "sysfs"
+    nearest = gpu.call("numa_node", "nvmlDeviceGetMemoryAffinity", node_words, NVML_AFFINITY_SCOPE_NODE)
+    nodes = _bits(nearest) if nearest is not None else []
+    return (nodes[0], "nvml") if nodes else (None, None)
+
+
+def _pcie(gpu) -> dict:
     gen_current = gpu.call("pcie.gen_current", "nvmlDeviceGetCurrPcieLinkGeneration")
     gen_max = gpu.call("pcie.gen_max", "nvmlDeviceGetMaxPcieLinkGeneration")
     width_current = gpu.call("pcie.width_current", "nvmlDeviceGetCurrPcieLinkWidth")
     width_max = gpu.call("pcie.width_max", "nvmlDeviceGetMaxPcieLinkWidth")
+    return {
+        "gen_current": gen_current,
+        "gen_max": gen_max,
+        "width_current": width_current,
+        "width_max": width_max,
+        "bandwidth_gbs_current": _pcie_gbs(gen_current, width_current),
+        "bandwidth_gbs_max": _pcie_gbs(gen_max, width_max),
+    }
+
+
+def _ecc(nvml, gpu) -> dict:
     ecc_mode = gpu.call("ecc.mode", "nvmlDeviceGetEccMode")
     uncorrected = getattr(nvml, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
     corrected = getattr(nvml, "NVML_MEMORY_ERROR_TYPE_CORRECTED", 0)
@@ -132,6 +123,34 @@ def _gpu_facts(nvml, index: int, driver, cuda, pci_numa_node, cpu_words: int, no
             ("aggregate_corrected", corrected, aggregate),
         ):
             ecc[field] = gpu.call(f"ecc.{field}", "nvmlDeviceGetTotalEccErrors", error_type, counter)
+    return ecc
+
+
+def _gpu_facts(nvml, index: int, driver, cuda, pci_numa_node, cpu_words: int, node_words: int) -> dict:
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    except nvml.NVMLError as exc:
+        # A GPU that fell off the bus is still a row in the report, with every field null and why.
+        handle = None
+        lost = f"nvmlDeviceGetHandleByIndex: {exc}"
+    gpu = _Gpu(nvml, handle)
+    if handle is None:
+        gpu.errors["handle"] = lost
+    name = gpu.call("name", "nvmlDeviceGetName")
+    uuid = gpu.call("uuid", "nvmlDeviceGetUUID")
+    pci = gpu.call("pci_bus_id", "nvmlDeviceGetPciInfo")
+    pci_bus_id = _sysfs_pci_id(_text(pci.busId)) if pci is not None else None
+    # The node whose CPUs and memory sit next to the GPU's PCIe link: the kernel's own answer for the
+    # PCI device first (-1 when firmware gave none), else the nearest node NVML reports.
+    numa_node, numa_source = _numa_node(gpu, pci_bus_id, pci_numa_node, node_words)
+    # Only where GPU memory is itself a NUMA node (Grace Hopper and the like); elsewhere NVML says unsupported.
+    memory_node = gpu.call("gpu_memory_numa_node", "nvmlDeviceGetNumaNodeId", unsupported_is_normal=True)
+    affinity = gpu.call("cpu_affinity", "nvmlDeviceGetCpuAffinity", cpu_words)
+    memory = gpu.call("memory", "nvmlDeviceGetMemoryInfo")
+    capability = gpu.call("compute_capability", "nvmlDeviceGetCudaComputeCapability")
+    persistence = gpu.call("persistence_mode", "nvmlDeviceGetPersistenceMode")
+    pcie = _pcie(gpu)
+    ecc = _ecc(nvml, gpu)
     remapped = gpu.call("remapped_rows", "nvmlDeviceGetRemappedRows")
     return {
         "index": index,
@@ -148,14 +167,7 @@ def _gpu_facts(nvml, index: int, driver, cuda, pci_numa_node, cpu_words: int, no
         "driver_version": driver,
         "cuda_driver_version": cuda,
         # The current link generation drops while the GPU idles; compare the maximum, or measure under load.
-        "pcie": {
-            "gen_current": gen_current,
-            "gen_max": gen_max,
-            "width_current": width_current,
-            "width_max": width_max,
-            "bandwidth_gbs_current": _pcie_gbs(gen_current, width_current),
-            "bandwidth_gbs_max": _pcie_gbs(gen_max, width_max),
-        },
+        "pcie": pcie,
         "persistence_mode": None if persistence is None else bool(persistence),
         "ecc": ecc,
         "remapped_rows": None

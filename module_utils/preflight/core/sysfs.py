@@ -33,3 +33,20 @@ def read_choice(path: str) -> tuple[str, list[str]]:
     """The current value and the choices of one tunable file; OSError when it cannot be read."""
     with open(path, encoding="ascii", errors="replace") as handle:
         return parse_choices(handle.read())
+
+
+def parse_tunable(text: str | None) -> tuple[str | None, list[str]]:
+    """A tunable as a writer sees it: the marked word and the choices, or else the whole file as one value.
+
+    'always [madvise] never' -> ('madvise', [...]); '1' -> ('1', []); 'performance' -> ('performance', []).
+    """
+    current, choices = parse_choices(text)
+    if current is None and text is not None:
+        return " ".join(text.split()), []
+    return current, choices
+
+
+def read_tunable(path: str) -> tuple[str, list[str]]:
+    """parse_tunable of one file; OSError when it cannot be read."""
+    with open(path, encoding="ascii", errors="replace") as handle:
+        return parse_tunable(handle.read())

@@ -76,23 +76,13 @@ def _sysctl_files(tree: Tree) -> list[str]:
 
 
 def sysctl_facts(tree: Tree) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The files that set one of SYSCTL_KEYS at boot, per key, and the value that wins (the last applied)."""
     overrides: dict[str, list[str]] = {}
     values: dict[str, str] = {}
-    for path in _sysctl_files(tree):
-        text = tree.read(path, record=False)
-        hits = False
-        for line in (text or "").splitlines():
-            line = line.strip()
-            if not line or line[0] in "#;" or "=" not in line:
-                continue
-            key, _, value = line.partition("=")
-            key = key.strip().lstrip("-").replace("/", ".")
-            if key in SYSCTL_KEYS:
-                hits = True
-                overrides.setdefault(key, []).append(path)
-                values[key] = value.strip()
-        if hits:
-            tree.keep(path)
+    for found in sysctl_assignments(tree):
+        tree.keep(found["path"])
+        overrides.setdefault(found["key"], []).append(found["path"])
+        values[found["key"]] = found["value"]
     return overrides, values
 
 
@@ -104,45 +94,53 @@ def _tuned_profile_file(tree: Tree, name: str) -> str | None:
     return None
 
 
+def _apply_tuned_profile(tree: Tree, name: str, visiting: tuple[str, ...], problems: list[str], found: dict) -> None:
+    """Merge one profile into ``found`` (settings, origins, files), its includes first, as tuned merges them."""
+    if name in visiting:
+        problems.append(f"tuned profile {name}: include loop through {' -> '.join(visiting)}")
+        return
+    path = _tuned_profile_file(tree, name)
+    if path is None:
+        problems.append(f"tuned profile {name}: no tuned.conf in {', '.join(TUNED_PROFILE_DIRS)}")
+        return
+    parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",))
+    parser.optionxform = str
+    try:
+        parser.read_string(tree.read(path) or "", source=path)
+    except configparser.Error as exc:
+        problems.append(f"{path}: {exc}")
+        return
+    if parser.has_option("main", "include"):
+        for included in re.split(r"[\s,;]+", parser.get("main", "include").strip()):
+            if included:
+                _apply_tuned_profile(tree, included, visiting + (name,), problems, found)
+    found["files"].append(path)
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            if (
+                section == "vm"
+                or (section == "sysctl" and key in SYSCTL_KEYS)
+                or (section == "bootloader" and key.startswith("cmdline"))
+            ):
+                found["settings"][f"{section}.{key}"] = value.strip()
+                found["origins"][f"{section}.{key}"] = path
+
+
+def tuned_profile_settings(tree: Tree, name: str, problems: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """What one tuned profile sets that matters to us ('vm.transparent_hugepages': ...) and the file of each."""
+    found: dict = {"settings": {}, "origins": {}, "files": []}
+    _apply_tuned_profile(tree, name, (), problems, found)
+    return found["settings"], found["origins"]
+
+
 def tuned_facts(tree: Tree, problems: list[str]) -> tuple[str | None, dict[str, str], list[str]]:
     """Active tuned profile(s) and what they set that matters to us (includes applied first)."""
     active_text = tree.read(TUNED_ACTIVE_PROFILE)
     active = active_text.strip() if active_text and active_text.strip() else None
-    settings: dict[str, str] = {}
-    files: list[str] = []
-
-    def apply(name: str, visiting: tuple[str, ...]) -> None:
-        if name in visiting:
-            problems.append(f"tuned profile {name}: include loop through {' -> '.join(visiting)}")
-            return
-        path = _tuned_profile_file(tree, name)
-        if path is None:
-            problems.append(f"tuned profile {name}: no tuned.conf in {', '.join(TUNED_PROFILE_DIRS)}")
-            return
-        parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",))
-        parser.optionxform = str
-        try:
-            parser.read_string(tree.read(path) or "", source=path)
-        except configparser.Error as exc:
-            problems.append(f"{path}: {exc}")
-            return
-        if parser.has_option("main", "include"):
-            for included in re.split(r"[\s,;]+", parser.get("main", "include").strip()):
-                if included:
-                    apply(included, visiting + (name,))
-        files.append(path)
-        for section in parser.sections():
-            for key, value in parser.items(section):
-                if (
-                    section == "vm"
-                    or (section == "sysctl" and key in SYSCTL_KEYS)
-                    or (section == "bootloader" and key.startswith("cmdline"))
-                ):
-                    settings[f"{section}.{key}"] = value.strip()
-
+    found: dict = {"settings": {}, "origins": {}, "files": []}
     for name in (active or "").split():
-        apply(name, ())
-    return active, settings, files
+        _apply_tuned_profile(tree, name, (), problems, found)
+    return active, found["settings"], found["files"]
 
 
 def _expand_shell(value: str, variables: dict[str, str]) -> str:
@@ -214,3 +212,19 @@ def tuner_facts(tree: Tree) -> dict:
     }
 
 
+
+
+def sysctl_assignments(tree: Tree, keys: tuple[str, ...] = SYSCTL_KEYS) -> list[dict]:
+    """Every assignment of one of ``keys`` in the sysctl files applied at boot, in the order they are applied:
+    [{"path", "key", "value"}] (a role that owns one of these files reports the others as conflicts)."""
+    found = []
+    for path in _sysctl_files(tree):
+        for line in (tree.read(path, record=False) or "").splitlines():
+            line = line.strip()
+            if not line or line[0] in "#;" or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            key = key.strip().lstrip("-").replace("/", ".")
+            if key in keys:
+                found.append({"path": path, "key": key, "value": value.strip()})
+    return found

@@ -11,7 +11,7 @@ whichever results are present, and "not run" (with the run's reason when it gave
 
 from __future__ import annotations
 
-from ansible.module_utils.preflight.report import metrics, svg
+from . import metrics, svg
 
 SECTIONS = [
     ("load", "Model load: cold vs warm"),
@@ -167,7 +167,10 @@ def _thp_ab(doc: dict, names: list[str]) -> list[str]:
 
 def _generate(name: str, results: dict, doc: dict) -> list[str]:
     charts = []
-    allocators = [a for a in results.get("allocators") or [] if isinstance(a, dict)]
+    allocators = results.get("allocators") or []
+    # probes.generate keys them by name (envelope.schema.json, generate_results); a list is read too.
+    allocators = allocators.values() if isinstance(allocators, dict) else allocators
+    allocators = [a for a in allocators if isinstance(a, dict)]
     for key, label in (("steady_state_s", "steady-state generate()"), ("first_call_s", "first generate() call")):
         groups = []
         for a in allocators:

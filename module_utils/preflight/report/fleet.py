@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import statistics
 
-from ansible.module_utils.preflight.report import metrics
-from ansible.module_utils.preflight.report.document import comparison_group
-
-# 0.6745 makes the MAD of a normal sample comparable with its standard deviation (Iglewicz and Hoaglin);
-# |score| > 3.5 is their suggested cut for "potential outlier".
-MAD_SCALE = 0.6745
-DEFAULT_SCORE_LIMIT = 3.5
-DEFAULT_MIN_RELATIVE = 0.10
-MIN_HOSTS = 3
+from ..core.catalog import SUMMARY_SCHEMA_VERSION
+from ..core.document import comparison_group
+from ..core.thresholds import MAD_SCALE, OUTLIER_MIN_HOSTS, OUTLIER_MIN_RELATIVE, OUTLIER_SCORE
+from . import metrics
 
 
 def outliers(
     docs: list[dict],
-    score_limit: float = DEFAULT_SCORE_LIMIT,
-    min_relative: float = DEFAULT_MIN_RELATIVE,
+    score_limit: float = OUTLIER_SCORE,
+    min_relative: float = OUTLIER_MIN_RELATIVE,
 ) -> dict[str, list[dict]]:
     """{host: [outlier, ...]} comparing each figure with its GPU class's median.
 
     A host is flagged when its robust z-score passes `score_limit` AND it is more than `min_relative`
     away from the median (a very uniform fleet has a tiny MAD; 2 % off is not worth a page). With a MAD
-    of 0 (most hosts identical) any host more than `min_relative` away is flagged. Needs 3 hosts or more
-    in the class: with two, neither is the odd one out. Passing hosts are flagged too: that is the point.
+    of 0 (most hosts identical) any host more than `min_relative` away is flagged. Needs OUTLIER_MIN_HOSTS
+    hosts or more in the class: with two, neither is the odd one out. Passing hosts are flagged too: that is the point.
     """
     flagged: dict[str, list[dict]] = {d["host"]: [] for d in docs}
     groups: dict[str, list[dict]] = {}
@@ -37,7 +32,7 @@ def outliers(
         names = sorted({m for figs in per_host.values() for m in figs})
         for name in names:
             values = {h: figs[name] for h, figs in per_host.items() if name in figs}
-            if len(values) < MIN_HOSTS:
+            if len(values) < OUTLIER_MIN_HOSTS:
                 continue
             numbers = [v[0] for v in values.values()]
             median = statistics.median(numbers)
@@ -133,7 +128,7 @@ def summary(docs: list[dict], run_id: str, time: str, files: dict[str, dict[str,
             }
         )
     return {
-        "schema_version": 1,
+        "schema_version": SUMMARY_SCHEMA_VERSION,
         "run_id": run_id,
         "time": time,
         "totals": totals,

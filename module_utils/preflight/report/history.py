@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 
-from ansible.module_utils.preflight.report import metrics
-from ansible.module_utils.preflight.report.files import LATEST
-from ansible.module_utils.preflight.report.schema import SCHEMA_VERSION
+from ..core.catalog import HOST_DOCUMENT_SCHEMA_VERSION
+from . import metrics
+from .files import LATEST
 
 RANK = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
 
@@ -41,7 +41,7 @@ def previous_documents(report_dir: str, run_id: str, time: str, hosts: list[str]
             except (OSError, ValueError):
                 continue
             if (
-                doc.get("schema_version") == SCHEMA_VERSION
+                doc.get("schema_version") == HOST_DOCUMENT_SCHEMA_VERSION
                 and doc.get("status") == "ok"
                 and doc.get("host") == host
                 and str(doc.get("time", "")) < time

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from ansible.module_utils.preflight.report import fleet
+from . import fleet
 
 
 def junit_xml(docs: list[dict], run_id: str, time: str) -> str:

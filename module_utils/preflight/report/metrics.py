@@ -13,6 +13,8 @@ A/B arms and sweeps are shown and used for recommendations, not judged against t
 
 from __future__ import annotations
 
+from ..core.thresholds import ADVICE
+
 # A list item that names itself (an allocator, a concurrency level, a GPU) is addressed by that name.
 NAME_KEYS = ("allocator", "api", "concurrency", "max_model_len", "gpu_index", "index", "name", "condition")
 SKIP_KEYS = ("raw", "runs", "priming_runs", "samples", "server", "startup_log")
@@ -33,24 +35,6 @@ _HIGHER_IS_BETTER = (
     "_vs_",
     "ratio",
 )
-
-ADVICE = {
-    "load_cold_s": "Slow storage or a slow page-cache fill: compare the weights' GB/s with the disk's read GB/s "
-    "in this report.",
-    "load_warm_s": "Weights are in page cache, so the time is Python imports and host-to-device copies: check CPU "
-    "load, the CPU governor and the PCIe link.",
-    "load_weights_fraction_of_disk": "Weights are read far below what the disk delivers: check the filesystem "
-    "(network mount, small read-ahead) and that the probe model is on local disk.",
-    "ttft_cold_ms": "The first request pays for compilation and allocation: warm the server before it takes traffic.",
-    "ttft_warm_ms": "Prefill is slower than this class should be: check GPU clocks, other GPU processes, and THP and "
-    "NUMA settings.",
-    "kv_max_concurrency": "Too few requests of the full length fit in the KV cache: give vLLM more memory "
-    "(gpu-memory-utilization) or lower max-model-len (see the recommendation).",
-    "batching_speedup": "Concurrent requests do not raise throughput: the server is saturated at low concurrency "
-    "(CPU-bound, tiny KV cache or a scheduler limit).",
-    "batching_ttft_p95_ms": "Requests queue under load: lower max_num_seqs or max-model-len, or add capacity.",
-}
-
 
 def walk(node, path: tuple = ()):
     """(path, 'summary'|'comparison'|'ratio', node) for every statistic under node."""

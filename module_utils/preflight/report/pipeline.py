@@ -11,9 +11,10 @@ import os
 import re
 from datetime import UTC, datetime
 
-from ansible.module_utils.preflight.report import (
+from ..core import document
+from ..core import thresholds as thr
+from . import (
     checks,
-    document,
     fleet,
     history,
     junit,
@@ -22,14 +23,14 @@ from ansible.module_utils.preflight.report import (
     render_html,
     render_markdown,
 )
-from ansible.module_utils.preflight.report.files import (
+from .files import (
     LATEST,
     check_run_id,
     new_run_id,
     point_symlink_atomic,
     write_atomic,
 )
-from ansible.module_utils.preflight.report.schema import validation_errors
+from .schema import validation_errors
 
 PROM_FILE = "preflight.prom"
 
@@ -49,8 +50,8 @@ def build_run(
     report_dir: str,
     run_id: str | None = None,
     now: datetime | None = None,
-    outlier_score: float = fleet.DEFAULT_SCORE_LIMIT,
-    outlier_min_relative: float = fleet.DEFAULT_MIN_RELATIVE,
+    outlier_score: float | None = None,
+    outlier_min_relative: float | None = None,
     compare_history: bool = True,
 ) -> dict:
     now = now or datetime.now(UTC)
@@ -77,7 +78,9 @@ def build_run(
 
     for doc in docs:
         doc["checks"] = checks.run_checks(doc)
-    for host, found in fleet.outliers(docs, outlier_score, outlier_min_relative).items():
+    score = thr.OUTLIER_SCORE if outlier_score is None else outlier_score
+    min_relative = thr.OUTLIER_MIN_RELATIVE if outlier_min_relative is None else outlier_min_relative
+    for host, found in fleet.outliers(docs, score, min_relative).items():
         next(d for d in docs if d["host"] == host)["outliers"] = found
     for doc in docs:
         doc["recommendations"] = recommendations.recommend(doc)
@@ -132,3 +135,26 @@ def write_run(run: dict, report_dir: str, prometheus_dir: str | None = None) -> 
     point_symlink_atomic(latest, run["run_id"])
     written.append(latest)
     return written
+
+
+def outcome(summary: dict, run_dir: str, check_mode: bool) -> dict:
+    """What the module returns about the hosts: per host status, the hosts that did not finish, and a few
+    lines for the operator (one per host, then where the reports are)."""
+    rows = summary["hosts"]
+    hosts = {r["host"]: {"status": r["status"], "verdict": r["verdict"], "checks": r["checks"], "error": r["error"]}
+             for r in rows}
+    not_ok = {r["host"]: f"{r['status']}: {(r['error'] or {}).get('msg')}" for r in rows if r["status"] != "ok"}
+    lines = []
+    for r in rows:
+        if r["status"] != "ok":
+            err = r["error"] or {}
+            lines.append(f"{r['host']}: {r['status'].upper()} at '{err.get('task') or '?'}': {err.get('msg')}")
+        elif r["failing"]:
+            lines.append(f"{r['host']}: FAIL {len(r['failing'])} check(s): " + " | ".join(r["failing"]))
+        elif r["verdict"] == "warn":
+            lines.append(f"{r['host']}: WARN " + " | ".join(r["warnings"]))
+        else:
+            lines.append(f"{r['host']}: PASS")
+    where = run_dir if not check_mode else f"(check mode, nothing written) {run_dir}"
+    lines.append(f"Reports: {where}/summary.html (Markdown: summary.md, per host <host>.html/.md/.json)")
+    return {"hosts": hosts, "not_ok_hosts": not_ok, "lines": lines}

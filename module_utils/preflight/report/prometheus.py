@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ansible.module_utils.preflight.report import fleet, metrics
+from . import fleet, metrics
 
 STATUSES = ("ok", "failed", "unreachable")
 CHECK_STATUSES = ("pass", "warn", "fail", "skip")

@@ -5,7 +5,7 @@ the confidence intervals of the two medians do not overlap (probes.stats.compare
 
 from __future__ import annotations
 
-from ansible.module_utils.preflight.report import metrics
+from . import metrics
 
 THP_POLICIES = ("always", "madvise", "never")
 ALLOCATORS = ("jemalloc", "glibc")

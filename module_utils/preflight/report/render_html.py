@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from html import escape
 
-from ansible.module_utils.preflight.report import charts, fleet
-from ansible.module_utils.preflight.report import render_markdown as md
+from ..core.thresholds import OUTLIER_MIN_HOSTS
+from . import charts, fleet
+from . import render_markdown as md
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1150px;color:#222;padding:0 1em}
@@ -269,6 +270,11 @@ def _inline(text: str) -> str:
 
 
 def fleet_page(summary: dict) -> str:
+    body = _fleet_header(summary) + _fleet_attention(summary) + _fleet_table(summary) + _fleet_findings(summary)
+    return page(f"Preflight fleet {summary['run_id']}", body, SORT_JS)
+
+
+def _fleet_header(summary: dict) -> list[str]:
     t = summary["totals"]
     body = [
         f'<h1>Preflight fleet summary</h1><p class="meta">Run <code>{escape(summary["run_id"])}</code> at '
@@ -290,6 +296,12 @@ def fleet_page(summary: dict) -> str:
         f"<p>Checks: {t['checks_pass']} pass, {t['checks_warn']} warn, {t['checks_fail']} fail, "
         f"{t['checks_skip']} skip.</p>",
     ]
+    return body
+
+
+def _fleet_attention(summary: dict) -> list[str]:
+    """Hosts that did not finish, then failing checks: what to fix first."""
+    body = []
     bad = [r for r in summary["hosts"] if r["status"] != "ok"]
     if bad:
         body.append('<h2>Hosts that did not finish</h2><ul class="todo">')
@@ -305,6 +317,11 @@ def fleet_page(summary: dict) -> str:
         body.append('<h2>Failing checks</h2><ul class="todo">')
         body += [f"<li>{badge('fail')} <b>{escape(h)}</b> {_inline(f)}</li>" for h, f in failing]
         body.append("</ul>")
+    return body
+
+
+def _fleet_table(summary: dict) -> list[str]:
+    body = []
     body.append("<h2>Hosts</h2>")
     rows = []
     for r in summary["hosts"]:
@@ -351,6 +368,12 @@ def fleet_page(summary: dict) -> str:
             "sortable",
         )
     )
+    return body
+
+
+def _fleet_findings(summary: dict) -> list[str]:
+    """Outliers against the class, recommendations and regressions since the previous run."""
+    body = []
     outliers = [(r["host"], o) for r in summary["hosts"] for o in r["outliers"]]
     body.append("<h2>Outliers against the fleet</h2>")
     if outliers:
@@ -363,7 +386,9 @@ def fleet_page(summary: dict) -> str:
             + "</ul>"
         )
     else:
-        body.append('<p class="notrun">None (a class needs 3 hosts with the same figure to compare).</p>')
+        body.append(
+            f'<p class="notrun">None (a class needs {OUTLIER_MIN_HOSTS} hosts with the same figure to compare).</p>'
+        )
     recs = md.grouped_recommendations(summary)
     if recs:
         body.append(
@@ -384,4 +409,4 @@ def fleet_page(summary: dict) -> str:
             )
             + "</ul>"
         )
-    return page(f"Preflight fleet {summary['run_id']}", body, SORT_JS)
+    return body

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ansible.module_utils.preflight.report import charts, fleet, metrics
-from ansible.module_utils.preflight.report import thresholds as thr
+from ..core import thresholds as thr
+from . import charts, fleet, metrics
 
 ICON = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 

@@ -1,230 +1,30 @@
 """The host document's JSON Schema, kept in Python so AnsiballZ ships it with the module.
 
 host_document.schema.json beside this file is an export of HOST_DOCUMENT_SCHEMA for readers and other
-tools; `python3 module_utils/preflight/report/schema.py` rewrites it, and a unit test fails when the two drift.
+tools; `cd module_utils && python3 -m preflight.report.schema` rewrites it, and a unit test fails when the two drift.
 """
 
 from __future__ import annotations
 
 import json
 
-SCHEMA_VERSION = 1
-LEVELS = ["quick", "standard", "full"]
+from ..core.catalog import HOST_DOCUMENT_SCHEMA_VERSION, LEVELS
+from ..core.thresholds import MAD_SCALE, OUTLIER_MIN_HOSTS
+from .schema_inputs import (
+    ANY,
+    FACTS,
+    NULLABLE_BOOL,
+    NULLABLE_NUM,
+    NULLABLE_STR,
+    PROBE_RESULT,
+    ROLE_RESULT,
+    RUN,
+    STAT_SUMMARY,
+    STR_LIST,
+)
+
 HOST_STATUSES = ["ok", "failed", "unreachable"]
 CHECK_STATUSES = ["pass", "warn", "fail", "skip"]
-PERSISTENCE_STATES = ["installed", "unchanged", "unavailable", "failed", "removed", "absent"]
-
-_NULLABLE_STR = {"type": ["string", "null"]}
-_NULLABLE_NUM = {"type": ["number", "null"]}
-_NULLABLE_INT = {"type": ["integer", "null"]}
-_NULLABLE_BOOL = {"type": ["boolean", "null"]}
-_STR_LIST = {"type": "array", "items": {"type": "string"}}
-_ANY = {}
-
-_STAT_SUMMARY = {
-    "description": "A statistic over repeated samples. Missing figures are null, never 0.",
-    "type": "object",
-    "required": ["n", "median"],
-    "properties": {
-        "n": {"type": "integer", "minimum": 0},
-        "unit": _NULLABLE_STR,
-        "median": _NULLABLE_NUM,
-        "p5": _NULLABLE_NUM,
-        "p95": _NULLABLE_NUM,
-        "mean": _NULLABLE_NUM,
-        "stdev": _NULLABLE_NUM,
-        "cv": _NULLABLE_NUM,
-        "iqr": _NULLABLE_NUM,
-        "ci_low": _NULLABLE_NUM,
-        "ci_high": _NULLABLE_NUM,
-        "ci_level": _NULLABLE_NUM,
-        "min": _NULLABLE_NUM,
-        "max": _NULLABLE_NUM,
-        "samples": {"type": "array", "items": {"type": ["number", "null"]}},
-        "spread_warning": {"type": ["boolean", "string", "null"]},
-    },
-}
-
-_FACTS = {
-    "description": "ansible_facts.preflight as library/node_facts.py returned it after tuning; null when it never ran.",
-    "type": ["object", "null"],
-    "properties": {
-        "schema_version": {"type": ["integer", "string"]},
-        "thp": {
-            "type": "object",
-            "properties": {
-                "supported": {"type": "boolean"},
-                "reason": _NULLABLE_STR,
-                "enabled": _NULLABLE_STR,
-                "enabled_choices": _STR_LIST,
-                "defrag": _NULLABLE_STR,
-                "defrag_choices": _STR_LIST,
-                "khugepaged_defrag": {"type": ["string", "integer", "null"]},
-            },
-        },
-        "hugepages": {
-            "type": "object",
-            "properties": {
-                "default_size_kb": _NULLABLE_INT,
-                "sizes": {
-                    "type": "object",
-                    "additionalProperties": {
-                        "type": "object",
-                        "properties": {k: _NULLABLE_INT for k in ("total", "free", "rsvd", "surp")},
-                    },
-                },
-            },
-        },
-        "meminfo_kb": {"type": "object", "additionalProperties": _NULLABLE_INT},
-        "kernel": {"type": "object", "properties": {"release": _NULLABLE_STR, "cmdline": _NULLABLE_STR}},
-        "allocator": {"type": "object"},
-        "cpu": {"type": "object"},
-        "numa": {"type": "object"},
-        "gpus": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index"],
-                "properties": {
-                    "index": {"type": "integer"},
-                    "name": _NULLABLE_STR,
-                    "uuid": _NULLABLE_STR,
-                    "pci_bus_id": _NULLABLE_STR,
-                    "numa_node": _NULLABLE_INT,
-                    "memory_total_mib": _NULLABLE_NUM,
-                    "memory_used_mib": _NULLABLE_NUM,
-                    "persistence_mode": {"type": ["boolean", "string", "null"]},
-                    "pcie": {"type": ["object", "null"]},
-                    "ecc": {"type": ["object", "null"]},
-                },
-            },
-        },
-        "gpus_reason": _NULLABLE_STR,
-    },
-}
-
-_ROLE_SETTING = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string"},
-        "path": _NULLABLE_STR,
-        "desired": _ANY,
-        "before": _ANY,
-        "after": _ANY,
-        "changed": _NULLABLE_BOOL,
-    },
-}
-
-_PERSISTENCE = {
-    "type": "object",
-    "required": ["method", "state"],
-    "properties": {
-        "method": {"type": "string"},
-        "state": {"enum": PERSISTENCE_STATES},
-        "path": _NULLABLE_STR,
-        "detail": _NULLABLE_STR,
-    },
-}
-
-_ROLE_RESULT = {
-    "description": "hostvars[host].preflight_role_results[role]: what the role found, changed, persisted and verified.",
-    "type": "object",
-    "properties": {
-        "role": {"type": "string"},
-        "settings": {"type": "array", "items": _ROLE_SETTING},
-        "persistence": {"type": "array", "items": _PERSISTENCE},
-        "conflicts": {"type": "array"},
-        "verified": _NULLABLE_BOOL,
-        "reboot_required": _NULLABLE_BOOL,
-        "shortfall": {
-            "type": ["object", "null"],
-            "properties": {"asked": _NULLABLE_NUM, "got": _NULLABLE_NUM, "why": _NULLABLE_STR},
-        },
-        "services": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "dropin_path": _NULLABLE_STR,
-                    "changed": _NULLABLE_BOOL,
-                    "verified": _NULLABLE_BOOL,
-                    "verify_detail": _NULLABLE_STR,
-                },
-            },
-        },
-    },
-}
-
-_PROBE_RESULT = {
-    "description": "The envelope `python -m probes <probe> --json` prints.",
-    "type": "object",
-    "required": ["probe", "results"],
-    "properties": {
-        "schema_version": {"type": ["integer", "string"]},
-        "probe": {"type": "string"},
-        "host": _NULLABLE_STR,
-        "started_at": _NULLABLE_STR,
-        "duration_s": _NULLABLE_NUM,
-        "params": {"type": ["object", "null"]},
-        "results": {"type": ["object", "null"]},
-        "verdicts": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "status"],
-                "properties": {"name": {"type": "string"}, "status": {"type": "string"}, "text": _NULLABLE_STR},
-            },
-        },
-        "environment": {"type": ["object", "null"]},
-    },
-}
-
-_RUN = {
-    "description": "preflight_run: the level, what was planned, ran, failed and skipped (with why), and phase times",
-    "type": ["object", "null"],
-    "properties": {
-        "level": {"enum": LEVELS},
-        "budget_s": {"type": ["number", "string", "null"]},
-        "planned": _STR_LIST,
-        "ran": _STR_LIST,
-        "failed": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["probe"],
-                "properties": {
-                    "probe": {"type": "string"},
-                    "msg": _NULLABLE_STR,
-                    "rc": _NULLABLE_INT,
-                    "timed_out": _NULLABLE_BOOL,
-                    "stderr_tail": _NULLABLE_STR,
-                },
-            },
-        },
-        "skipped": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["probe", "reason"],
-                "properties": {"probe": {"type": "string"}, "reason": {"type": "string"}},
-            },
-        },
-        "phases": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "duration_s"],
-                "properties": {"name": {"type": "string"}, "duration_s": _NULLABLE_NUM, "status": _NULLABLE_STR},
-            },
-        },
-        "total_s": _NULLABLE_NUM,
-        "certify_s": _NULLABLE_NUM,
-        "over_budget": _NULLABLE_BOOL,
-    },
-}
 
 _THRESHOLD = {
     "type": ["object", "null"],
@@ -232,8 +32,8 @@ _THRESHOLD = {
     "required": ["direction"],
     "properties": {
         "direction": {"enum": ["max", "min"], "description": "max: the measured value must stay at or below"},
-        "warn": _NULLABLE_NUM,
-        "fail": _NULLABLE_NUM,
+        "warn": NULLABLE_NUM,
+        "fail": NULLABLE_NUM,
     },
 }
 
@@ -246,10 +46,10 @@ _CHECK = {
         "title": {"type": "string", "minLength": 1},
         "category": {"enum": ["tuning", "gpu", "probe", "host"]},
         "status": {"enum": CHECK_STATUSES},
-        "measured": _ANY,
-        "expected": _ANY,
+        "measured": ANY,
+        "expected": ANY,
         "threshold": _THRESHOLD,
-        "unit": _NULLABLE_STR,
+        "unit": NULLABLE_STR,
         "reason": {"type": "string", "minLength": 1},
     },
 }
@@ -258,7 +58,7 @@ _EVIDENCE = {
     "type": "object",
     "additionalProperties": False,
     "required": ["what", "value"],
-    "properties": {"what": {"type": "string"}, "value": _ANY, "unit": _NULLABLE_STR},
+    "properties": {"what": {"type": "string"}, "value": ANY, "unit": NULLABLE_STR},
 }
 
 _RECOMMENDATION = {
@@ -268,8 +68,8 @@ _RECOMMENDATION = {
     "properties": {
         "id": {"type": "string"},
         "variable": {"type": "string", "minLength": 1, "description": "The exact Ansible variable to change"},
-        "value": _ANY,
-        "current": _ANY,
+        "value": ANY,
+        "current": ANY,
         "reason": {"type": "string", "minLength": 1},
         "evidence": {"type": "array", "minItems": 1, "items": _EVIDENCE},
     },
@@ -282,17 +82,17 @@ _OUTLIER = {
     "properties": {
         "metric": {"type": "string"},
         "value": {"type": "number"},
-        "unit": _NULLABLE_STR,
+        "unit": NULLABLE_STR,
         "group": {"type": "string"},
         "fleet_median": {"type": "number"},
         "mad": {"type": "number", "minimum": 0},
         "score": {
             "type": ["number", "null"],
-            "description": "robust z: 0.6745 (value - median) / MAD; null when MAD is 0",
+            "description": f"robust z: {MAD_SCALE} (value - median) / MAD; null when MAD is 0",
         },
         "direction": {"enum": ["high", "low"]},
-        "worse": _NULLABLE_BOOL,
-        "hosts": {"type": "integer", "minimum": 3},
+        "worse": NULLABLE_BOOL,
+        "hosts": {"type": "integer", "minimum": OUTLIER_MIN_HOSTS},
     },
 }
 
@@ -302,9 +102,9 @@ _CHANGE = {
     "required": ["what", "before", "after", "reason"],
     "properties": {
         "what": {"type": "string"},
-        "before": _ANY,
-        "after": _ANY,
-        "unit": _NULLABLE_STR,
+        "before": ANY,
+        "after": ANY,
+        "unit": NULLABLE_STR,
         "reason": {"type": "string"},
     },
 }
@@ -315,7 +115,7 @@ _HISTORY = {
     "required": ["previous_run_id", "previous_time", "regressions", "improvements", "changes"],
     "properties": {
         "previous_run_id": {"type": "string"},
-        "previous_time": _NULLABLE_STR,
+        "previous_time": NULLABLE_STR,
         "regressions": {"type": "array", "items": _CHANGE},
         "improvements": {"type": "array", "items": _CHANGE},
         "changes": {"type": "array", "items": _CHANGE},
@@ -324,7 +124,7 @@ _HISTORY = {
 
 HOST_DOCUMENT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "urn:preflight:host-document:1",
+    "$id": f"urn:preflight:host-document:{HOST_DOCUMENT_SCHEMA_VERSION}",
     "title": "Preflight host document",
     "description": (
         "One host's result of one Preflight run: facts, settings applied with before/after, probe results, "
@@ -356,7 +156,7 @@ HOST_DOCUMENT_SCHEMA = {
         "timings",
     ],
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {"const": HOST_DOCUMENT_SCHEMA_VERSION},
         "host": {"type": "string", "minLength": 1},
         "run_id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
         "time": {
@@ -369,31 +169,31 @@ HOST_DOCUMENT_SCHEMA = {
             "type": ["object", "null"],
             "additionalProperties": False,
             "required": ["task", "msg"],
-            "properties": {"task": _NULLABLE_STR, "msg": {"type": "string", "minLength": 1}},
+            "properties": {"task": NULLABLE_STR, "msg": {"type": "string", "minLength": 1}},
         },
-        "level": {"enum": LEVELS},
-        "groups": _STR_LIST,
+        "level": {"enum": list(LEVELS)},
+        "groups": STR_LIST,
         "gpu_class": {"type": "string", "minLength": 1, "description": "Hosts are compared within their class"},
         "verdict": {
             "enum": ["pass", "warn", "fail"],
             "description": "The worst check; fail for failed or unreachable hosts",
         },
-        "facts": _FACTS,
+        "facts": FACTS,
         "desired": {
             "type": "object",
             "description": "The desired state this host was tuned to (its resolved variables)",
         },
-        "settings": {"type": "object", "additionalProperties": _ROLE_RESULT},
-        "probes": {"type": "object", "additionalProperties": _PROBE_RESULT},
-        "run": _RUN,
+        "settings": {"type": "object", "additionalProperties": ROLE_RESULT},
+        "probes": {"type": "object", "additionalProperties": PROBE_RESULT},
+        "run": RUN,
         "checks": {"type": "array", "items": _CHECK},
         "recommendations": {"type": "array", "items": _RECOMMENDATION},
         "outliers": {"type": "array", "items": _OUTLIER},
         "history": _HISTORY,
         "thresholds": {"type": "object", "description": "The thresholds the checks were judged against"},
-        "timings": {"type": "object", "additionalProperties": _NULLABLE_NUM, "description": "Seconds per phase"},
+        "timings": {"type": "object", "additionalProperties": NULLABLE_NUM, "description": "Seconds per phase"},
     },
-    "$defs": {"stat_summary": _STAT_SUMMARY},
+    "$defs": {"stat_summary": STAT_SUMMARY},
 }
 
 

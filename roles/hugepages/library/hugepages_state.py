@@ -108,176 +108,14 @@ host:
   type: dict
 """
 
-import glob  # noqa: E402
-import grp  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import pwd  # noqa: E402
-import shutil  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.preflight_hugepages import (  # noqa: E402
-    Host,
-    backups,
-    parse_buddyinfo,
-    parse_hugetlbfs_mounts,
-    parse_meminfo,
-    plan,
-    shortfall,
-    snapshot,
-    validate,
-)
-
-SYSCTL_GLOBS = (
-    "/etc/sysctl.d/*.conf",
-    "/run/sysctl.d/*.conf",
-    "/usr/local/lib/sysctl.d/*.conf",
-    "/usr/lib/sysctl.d/*.conf",
-    "/lib/sysctl.d/*.conf",
-    "/etc/sysctl.conf",
-)
-
-
-def read(path: str, default: str | None = None) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return default
-
-
-def read_int(path: str) -> int:
-    text = read(path, "0") or "0"
-    return int(text.strip() or 0)
-
-
-def read_pools(nodes: list[int]) -> tuple[list[int], dict[int, dict]]:
-    sizes, pools = [], {}
-    for directory in sorted(glob.glob("/sys/kernel/mm/hugepages/hugepages-*kB")):
-        kb = int(directory.rsplit("-", 1)[1][:-2])
-        sizes.append(kb)
-        per_node = {}
-        for node in nodes:
-            node_file = f"/sys/devices/system/node/node{node}/hugepages/hugepages-{kb}kB/nr_hugepages"
-            if os.path.exists(node_file):
-                per_node[node] = read_int(node_file)
-        pools[kb] = {
-            "total": read_int(f"{directory}/nr_hugepages"),
-            "free": read_int(f"{directory}/free_hugepages"),
-            "reserved": read_int(f"{directory}/resv_hugepages"),
-            "surplus": read_int(f"{directory}/surplus_hugepages"),
-            "nodes": per_node,
-        }
-    return sizes, pools
-
-
-def read_nodes() -> list[int]:
-    nodes = []
-    for directory in glob.glob("/sys/devices/system/node/node[0-9]*"):
-        nodes.append(int(directory.rsplit("node", 1)[1]))
-    return sorted(nodes)
-
-
-def cpu_flags() -> set[str]:
-    for line in (read("/proc/cpuinfo", "") or "").splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def bootloader(grub_default: str) -> dict:
-    """The bootloader configuration this role can manage, or why there is none."""
-    if not os.path.exists(grub_default):
-        return {"kind": "none", "detail": f"no bootloader configuration found ({grub_default} does not exist)"}
-    if shutil.which("update-grub"):
-        return {"kind": "grub", "path": grub_default, "regenerate": ["update-grub"]}
-    for tool, output in (("grub2-mkconfig", "/boot/grub2/grub.cfg"), ("grub-mkconfig", "/boot/grub/grub.cfg")):
-        if shutil.which(tool) and os.path.exists(output):
-            return {"kind": "grub", "path": grub_default, "regenerate": [tool, "-o", output]}
-    return {
-        "kind": "none",
-        "detail": f"{grub_default} exists but neither update-grub nor grub2-mkconfig/grub-mkconfig with a grub.cfg "
-        "was found to regenerate the boot configuration",
-    }
-
-
-def file_state(path: str) -> dict:
-    if os.path.islink(path):
-        return {"exists": True, "link": os.readlink(path)}
-    if os.path.isfile(path):
-        return {"exists": True, "content": read(path, ""), "mode": f"{os.stat(path).st_mode & 0o7777:04o}"}
-    return {"exists": False}
-
-
-def tuned_state() -> dict:
-    profile = (read("/etc/tuned/active_profile", "") or "").strip()
-    if not profile:
-        return {}
-    for base in ("/etc/tuned", "/usr/lib/tuned"):
-        path = f"{base}/{profile}/tuned.conf"
-        text = read(path)
-        if text is not None:
-            return {"profile": profile, "path": path, "text": text}
-    return {"profile": profile}
-
-
-def read_host(params: dict, paths: dict) -> Host:
-    nodes = read_nodes()
-    sizes, pools = read_pools(nodes)
-    meminfo = parse_meminfo(read("/proc/meminfo", "") or "")
-    node_free = {
-        n: parse_meminfo(read(f"/sys/devices/system/node/node{n}/meminfo", "") or "").get("MemFree", 0) for n in nodes
-    }
-    if not nodes:
-        node_free = {0: meminfo.get("MemFree", 0)}
-    users, groups = {}, {}
-    mounts_asked = [m for m in params["mounts"] or [] if isinstance(m, dict)]
-    for mount in mounts_asked:
-        for key, table, lookup, attr in (
-            ("owner", users, pwd.getpwnam, "pw_uid"),
-            ("group", groups, grp.getgrnam, "gr_gid"),
-        ):
-            name = str(mount.get(key, "root"))
-            try:
-                table[name] = getattr(lookup(name), attr)
-            except KeyError:
-                pass
-    boot = bootloader(paths["grub_default"])
-    managed = [paths["sysctl_file"], paths["fstab"]]
-    for kb in sizes:
-        managed += [
-            f"{paths['unit_dir']}/preflight-hugepages-{kb}kB.service",
-            f"{paths['unit_dir']}/sysinit.target.wants/preflight-hugepages-{kb}kB.service",
-        ]
-    if boot.get("path"):
-        managed.append(boot["path"])
-    sysctl_sources = {}
-    for pattern in SYSCTL_GLOBS:
-        for path in sorted(glob.glob(pattern)):
-            real = os.path.realpath(path)
-            if real not in {os.path.realpath(p) for p in sysctl_sources} or path == paths["sysctl_file"]:
-                sysctl_sources[path] = read(path, "") or ""
-    return Host(
-        meminfo_kb=meminfo,
-        default_size_kb=meminfo.get("Hugepagesize", 2048),
-        sizes_kb=sizes,
-        pools=pools,
-        nodes=nodes or [0],
-        node_memfree_kb=node_free,
-        buddyinfo=parse_buddyinfo(read("/proc/buddyinfo", "") or ""),
-        cpu_flags=cpu_flags(),
-        mounts=parse_hugetlbfs_mounts(read("/proc/mounts", "") or ""),
-        cmdline=(read("/proc/cmdline", "") or "").strip(),
-        fstab_text=read(paths["fstab"]),
-        files={path: file_state(path) for path in managed},
-        users=users,
-        groups=groups,
-        bootloader=boot,
-        systemd_running=os.path.isdir("/run/systemd/system"),
-        sysctl_sources=sysctl_sources,
-        tuned=tuned_state(),
-        dirs={m["path"].rstrip("/"): os.path.isdir(m["path"]) for m in mounts_asked if isinstance(m.get("path"), str)},
-    )
+from ansible.module_utils.preflight.core.hugepages import Host, validate  # noqa: E402
+from ansible.module_utils.preflight.core.hugepages_plan import backups, plan, shortfall, snapshot  # noqa: E402
+from ansible.module_utils.preflight.core.hugepages_read import read_host  # noqa: E402
+from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
 
 
 def host_summary(host: Host) -> dict:
@@ -343,7 +181,7 @@ def run_module() -> None:
         params["mounts"] = []
     if not isinstance(params["mounts"], list):
         module.exit_json(changed=False, errors=[f"hugepages_mounts={params['mounts']!r} must be a list of maps"])
-    host = read_host(params, paths)
+    host = read_host(Tree("/"), params, paths)
     errors = validate(params, host)
     result = {"changed": False, "errors": errors, "host": host_summary(host)}
     if errors:
@@ -354,7 +192,7 @@ def run_module() -> None:
     recorded = None
     if os.path.exists(state_file):
         try:
-            recorded = json.loads(read(state_file, "{}") or "{}")
+            recorded = json.loads(Tree("/").read(state_file) or "{}")
         except ValueError:
             module.fail_json(
                 msg=f"{state_file} is not valid JSON: move it away or restore it, then run again", **result

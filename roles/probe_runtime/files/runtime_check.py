@@ -1,4 +1,4 @@
-# Passed as `python -c` by roles/probe_runtime/tasks/check.yml; argv: the modules to import.
+# Run as `python -c` by library/probe_runtime_check.py (tasks/check.yml reads it); argv: the modules to import.
 # Imports each one for real (a package whose import breaks is as bad as one that is missing) and prints,
 # as its last line, a marker and a JSON object: the interpreter and, per module, its version or the error.
 import importlib

@@ -15,7 +15,10 @@ description:
   - Lists what would override THP at boot or now, each as a sentence for the operator
     (a tuned profile, the kernel command line, the GRUB defaults, other units or tmpfiles.d and
     sysfs.d entries that write THP, a per-size knob that does not inherit).
-  - Never changes anything.
+  - With O(variables), also validates the role's variables against what this kernel offers and returns the
+    plan (RV(plan)) and the rollback record after this run (RV(record)); with O(rollback), what rollback restores.
+  - Never changes anything. The reading and the decisions are in C(module_utils/preflight/core/thp_node.py)
+    and C(thp.py); this module only marshals.
 version_added: "0.1.0"
 author: Preflight
 options:
@@ -49,6 +52,16 @@ options:
     description: The C(.wants) directory that enables the role's unit; RV(systemd.wants_dir_exists) says if it exists.
     type: path
     default: /etc/systemd/system/sysinit.target.wants
+  variables:
+    description:
+      - The role's variables (C(thp_enabled), C(thp_defrag), C(thp_khugepaged_defrag), C(thp_persist),
+        C(thp_state_dir)) as the play has them, types kept. Gives RV(errors), RV(plan) and RV(record).
+      - O(enabled), O(defrag) and O(cmdline_thp) default to them.
+    type: dict
+  rollback:
+    description: Also work out what rollback restores from the record in O(state_file) (RV(rollback)).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -104,267 +117,85 @@ conflicts:
   returned: always
   type: list
   elements: str
+errors:
+  description: One sentence per invalid variable, naming it, its value and what is allowed.
+  returned: when O(variables) is given
+  type: list
+  elements: str
+plan:
+  description:
+    - The tunables to set, in order, each with C(name), C(path), C(desired) and C(current).
+    - Empty when RV(errors) is not.
+  returned: when O(variables) is given
+  type: list
+  elements: dict
+record:
+  description: C(state), the rollback record after this run, and C(changes), how many entries this run adds.
+  returned: when O(variables) is given and RV(errors) is empty
+  type: dict
+rollback:
+  description:
+    - C(settings) (name, path, value to restore), C(cmdline) (the bootloader facts for the recorded option, or null),
+      C(restore_cmdline) and C(remove_record) (whether the record can be removed afterwards).
+  returned: when O(rollback) is true
+  type: dict
 """
 
-import configparser  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
+import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.preflight.core import thp, thp_node  # noqa: E402
+from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
 
-THP_DIR = "/sys/kernel/mm/transparent_hugepage"
-SETTINGS = {
-    "thp_enabled": f"{THP_DIR}/enabled",
-    "thp_defrag": f"{THP_DIR}/defrag",
-    "thp_khugepaged_defrag": f"{THP_DIR}/khugepaged/defrag",
+ARGUMENT_SPEC = {
+    "enabled": {"type": "str"},
+    "defrag": {"type": "str"},
+    "cmdline_thp": {"type": "str"},
+    "own_unit": {"type": "str", "default": "preflight-thp.service"},
+    "grub_defaults_file": {"type": "path", "default": "/etc/default/grub"},
+    "state_file": {"type": "path"},
+    "wants_dir": {"type": "path", "default": "/etc/systemd/system/sysinit.target.wants"},
+    "variables": {"type": "dict"},
+    "rollback": {"type": "bool", "default": False},
 }
-TUNED_PROFILE_DIRS = ("/etc/tuned/profiles", "/etc/tuned", "/usr/lib/tuned/profiles", "/usr/lib/tuned")
-GRUB_REGENERATORS = (
-    ("update-grub", []),
-    ("grub2-mkconfig", ["-o", "/boot/grub2/grub.cfg"]),
-    ("grub-mkconfig", ["-o", "/boot/grub/grub.cfg"]),
-)
-CMDLINE_VARIABLE = "GRUB_CMDLINE_LINUX"
 
 
-def read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def parse_tunable(text: str) -> tuple[str, list[str]]:
-    """'always [madvise] never' -> ('madvise', [always, madvise, never]); '1' -> ('1', [])."""
-    words = text.split()
-    selected = [w for w in words if w.startswith("[") and w.endswith("]")]
-    if selected:
-        return selected[0][1:-1], [w.strip("[]") for w in words]
-    return " ".join(words), []
-
-
-def cmdline_option(args: list[str], name: str = "transparent_hugepage") -> str | None:
-    """The last value of name= in a list of kernel arguments (the kernel honours the last one)."""
-    value = None
-    for arg in args:
-        if arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def read_settings() -> dict:
-    settings = {}
-    for name, path in SETTINGS.items():
-        text = read(path)
-        current, choices = parse_tunable(text) if text is not None else (None, [])
-        if name == "thp_khugepaged_defrag":
-            choices = ["0", "1"]
-        settings[name] = {"path": path, "current": current, "choices": choices}
-    return settings
-
-
-def grub_line(text: str, variable: str) -> tuple[str | None, str, str]:
-    """(whole line or None, unquoted value, quote character) of the last `variable=` assignment."""
-    found = None
-    for line in text.splitlines():
-        if re.match(rf"^\s*{variable}=", line):
-            found = line
-    if found is None:
-        return None, "", '"'
-    raw = found.split("=", 1)[1].strip()
-    quote = raw[0] if raw[:1] in ("'", '"') else '"'
-    value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in ("'", '"') else raw
-    return found, value, quote
-
-
-def wanted_grub_line(value: str, quote: str, thp: str) -> str:
-    args = [a for a in value.split() if not a.startswith("transparent_hugepage=")]
-    if thp:
-        args.append(f"transparent_hugepage={thp}")
-    return f"{CMDLINE_VARIABLE}={quote}{' '.join(args)}{quote}"
-
-
-def find_tool(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
-
-
-def inspect_bootloader(defaults_file: str, cmdline_thp: str) -> dict:
-    info = {
-        "kind": None,
-        "reason": None,
-        "defaults_file": defaults_file,
-        "regenerate": None,
-        "current_line": None,
-        "wanted_line": None,
-        "option": None,
-        "default_option": None,
-    }
-    text = read(defaults_file)
-    if text is None:
-        info["reason"] = f"no bootloader config found: {defaults_file} does not exist; only GRUB is managed"
-        return info
-    for tool, args in GRUB_REGENERATORS:
-        found = find_tool(tool)
-        if found:
-            info["regenerate"] = [found, *args]
-            break
-    if info["regenerate"] is None:
-        names = ", ".join(tool for tool, _ in GRUB_REGENERATORS)
-        info["reason"] = f"no bootloader config found: {defaults_file} exists but none of {names} is installed"
-        return info
-    line, value, quote = grub_line(text, CMDLINE_VARIABLE)
-    _, default_value, _ = grub_line(text, CMDLINE_VARIABLE + "_DEFAULT")
-    info.update(
-        kind="grub",
-        current_line=line,
-        wanted_line=wanted_grub_line(value, quote, cmdline_thp),
-        option=cmdline_option(value.split()),
-        default_option=cmdline_option(default_value.split()),
-    )
-    return info
-
-
-def tuned_profile_thp(name: str, seen: set[str] | None = None) -> tuple[str | None, str | None]:
-    """(value, file) of transparent_hugepage(s)= in a tuned profile, following include= chains."""
-    seen = seen if seen is not None else set()
-    if name in seen:
-        return None, None
-    seen.add(name)
-    for base in TUNED_PROFILE_DIRS:
-        path = os.path.join(base, name, "tuned.conf")
-        text = read(path)
-        if text is None:
-            continue
-        parser = configparser.ConfigParser(interpolation=None, strict=False)
-        try:
-            parser.read_string(text)
-        except configparser.Error:
-            return None, None
-        if parser.has_section("vm"):
-            for key in ("transparent_hugepages", "transparent_hugepage"):
-                if parser.has_option("vm", key):
-                    return parser.get("vm", key).strip(), path
-        value, where = None, None
-        includes = parser.get("main", "include", fallback="") if parser.has_section("main") else ""
-        # Later includes override earlier ones, as tuned merges them in order.
-        for included in [p.strip() for p in includes.split(",") if p.strip()]:
-            found, found_in = tuned_profile_thp(included, seen)
-            if found is not None:
-                value, where = found, found_in
-        return value, where
-    return None, None
-
-
-def tuned_enabled() -> bool:
-    return bool(glob.glob("/etc/systemd/system/*.wants/tuned.service"))
-
-
-def other_writers(own_unit: str) -> list[str]:
-    """Files other than ours that write THP at boot: units, rc.local, tmpfiles.d, sysfs.conf/sysfs.d."""
-    candidates = [p for p in sorted(glob.glob("/etc/systemd/system/*.service")) if os.path.basename(p) != own_unit]
-    candidates += ["/etc/rc.local", "/etc/sysfs.conf"]
-    candidates += sorted(glob.glob("/etc/tmpfiles.d/*.conf")) + sorted(glob.glob("/etc/sysfs.d/*.conf"))
-    writers = []
-    for path in candidates:
-        if os.path.islink(path) and os.path.basename(os.path.realpath(path)) == own_unit:
-            continue
-        text = read(path)
-        if text and "transparent_hugepage" in text:
-            writers.append(path)
-    return writers
-
-
-def find_conflicts(enabled: str, defrag: str, booted: str | None, boot: dict, own_unit: str) -> list[str]:
-    conflicts = []
-    if booted is not None and booted != enabled:
-        conflicts.append(
-            f"the running kernel was booted with transparent_hugepage={booted} (/proc/cmdline) but thp_enabled is "
-            f"{enabled}: every boot starts from {booted} until Preflight's unit runs or the command line is changed"
-        )
-    default_option = boot.get("default_option")
-    if default_option is not None and default_option != enabled:
-        conflicts.append(
-            f"{boot['defaults_file']} sets transparent_hugepage={default_option} in {CMDLINE_VARIABLE}_DEFAULT, "
-            f"which comes after {CMDLINE_VARIABLE} on the command line and wins at boot over thp_enabled={enabled}: "
-            f"remove it there"
-        )
-    profiles = (read("/etc/tuned/active_profile") or "").split()
-    if profiles and tuned_enabled():
-        for profile in profiles:
-            value, where = tuned_profile_thp(profile)
-            if value is not None and value != enabled:
-                conflicts.append(
-                    f"tuned profile '{profile}' sets transparent_hugepages={value} ({where}) and tuned is enabled: "
-                    f"it applies that at every start and overrides thp_enabled={enabled}; set it in a custom tuned "
-                    f"profile or disable tuned"
-                )
-    for path in other_writers(own_unit):
-        conflicts.append(
-            f"{path} writes Transparent Huge Pages settings too: at boot it may override thp_enabled={enabled} "
-            f"and thp_defrag={defrag}; remove it or make it agree"
-        )
-    pmd_size = (read(f"{THP_DIR}/hpage_pmd_size") or "").strip()
-    if pmd_size.isdigit():
-        knob = f"{THP_DIR}/hugepages-{int(pmd_size) // 1024}kB/enabled"
-        text = read(knob)
-        if text is not None:
-            current, _ = parse_tunable(text)
-            if current != "inherit":
-                conflicts.append(
-                    f"{knob} is '{current}', not 'inherit': pages of that size follow it, not thp_enabled={enabled}"
-                )
-    return conflicts
+def decide(tree: Tree, result: dict, variables: dict) -> None:
+    """Validation, plan and record: the role's decisions on what was read."""
+    result["errors"] = thp.validate(variables, result["settings"])
+    result["plan"] = [] if result["errors"] else thp.plan(variables, result["settings"])
+    if not result["errors"]:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        result["record"] = thp.record(result["recorded"], result["plan"], variables["thp_persist"],
+                                      result["bootloader"], now)
 
 
 def run_module() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "enabled": {"type": "str"},
-            "defrag": {"type": "str", "default": ""},
-            "cmdline_thp": {"type": "str", "default": ""},
-            "own_unit": {"type": "str", "default": "preflight-thp.service"},
-            "grub_defaults_file": {"type": "path", "default": "/etc/default/grub"},
-            "state_file": {"type": "path"},
-            "wants_dir": {"type": "path", "default": "/etc/systemd/system/sysinit.target.wants"},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
-    booted = cmdline_option((read("/proc/cmdline") or "").split())
-    boot = inspect_bootloader(params["grub_defaults_file"], params["cmdline_thp"])
-    recorded = {}
-    if params["state_file"] and os.path.exists(params["state_file"]):
-        try:
-            with open(params["state_file"], encoding="utf-8") as handle:
-                recorded = json.load(handle)
-        except (OSError, ValueError) as err:
-            module.fail_json(
-                msg=f"cannot read the THP rollback record {params['state_file']}: {err}; fix or remove it by hand "
-                "(it holds the values to restore)"
-            )
-    module.exit_json(
-        changed=False,
-        supported=os.path.isdir(THP_DIR),
-        settings=read_settings(),
-        systemd={
-            "running": os.path.isdir("/run/systemd/system"),
-            "installed": os.path.isdir("/etc/systemd/system"),
-            "wants_dir_exists": os.path.isdir(params["wants_dir"]),
-            "unit_exists": os.path.exists(os.path.join("/etc/systemd/system", params["own_unit"])),
-        },
-        recorded=recorded,
-        bootloader=boot,
-        booted_option=booted,
-        conflicts=(
-            find_conflicts(params["enabled"], params["defrag"], booted, boot, params["own_unit"])
-            if params["enabled"]
-            else []
-        ),
-    )
+    variables = params["variables"]
+    if variables is not None:
+        for option, name in (("enabled", "thp_enabled"), ("defrag", "thp_defrag"), ("cmdline_thp", "thp_enabled")):
+            if params[option] is None:
+                params[option] = str(variables[name])
+    tree = Tree("/")
+    result = thp_node.inspect(tree, params["enabled"], params["defrag"] or "", params["cmdline_thp"] or "",
+                              params["own_unit"], params["grub_defaults_file"], params["wants_dir"])
+    try:
+        result["recorded"] = thp_node.read_record(tree, params["state_file"])
+    except (OSError, ValueError) as err:
+        module.fail_json(
+            msg=f"cannot read the THP rollback record {params['state_file']}: {err}; fix or remove it by hand "
+            "(it holds the values to restore)"
+        )
+    if variables is not None:
+        decide(tree, result, variables)
+    if params["rollback"]:
+        recorded = result["recorded"]
+        cmdline = recorded.get("kernel_cmdline")
+        boot = thp_node.bootloader(tree, cmdline["file"], cmdline.get("original_option") or "") if cmdline else None
+        result["rollback"] = thp.rollback_plan(recorded, boot)
+    module.exit_json(changed=False, **result)
 
 
 def main() -> None:

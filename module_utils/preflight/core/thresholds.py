@@ -1,16 +1,16 @@
-"""Thresholds the checks judge against: defaults here, overrides per GPU class in group_vars.
+"""Thresholds the report's checks judge against, and the fleet outlier score: defaults once, here.
 
-`preflight_thresholds` in group_vars/all.yml documents every key; a group file (group_vars/h100.yml)
-overrides only what differs for that class. Each numeric threshold has a `warn` and a `fail` level;
-null switches a level off. The direction (is lower better?) belongs to the figure, not to the operator,
-so it is fixed here.
+`preflight_thresholds` in group_vars/all.yml documents every key with the same values (a unit test,
+tests/unit/test_core_thresholds.py, fails when they differ); a group file (group_vars/h100.yml) overrides
+only what differs for that class. Each numeric threshold has a `warn` and a `fail` level; null switches a
+level off. The direction (is lower better?) belongs to the figure, not to the operator, so it is fixed here.
 """
 
 from __future__ import annotations
 
 import copy
 
-# key: (direction, unit, what it limits)
+# key: (direction, unit, what it limits). "max": the figure must stay at or below; "min": at or above.
 NUMERIC = {
     "gpu_memory_used_idle_pct": ("max", "%", "GPU memory already in use before Preflight starts anything"),
     "load_cold_s": ("max", "s", "cold model load (page cache dropped, new process), import plus weights"),
@@ -47,9 +47,49 @@ DEFAULTS = {
     "gpu_kv_below_siblings_fraction": {"warn": 0.05, "fail": 0.25},
 }
 
+# What to do when a probe's headline figure misses its threshold (the GPU checks carry their own advice).
+ADVICE = {
+    "load_cold_s": "Slow storage or a slow page-cache fill: compare the weights' GB/s with the disk's read GB/s "
+    "in this report.",
+    "load_warm_s": "Weights are in page cache, so the time is Python imports and host-to-device copies: check CPU "
+    "load, the CPU governor and the PCIe link.",
+    "load_weights_fraction_of_disk": "Weights are read far below what the disk delivers: check the filesystem "
+    "(network mount, small read-ahead) and that the probe model is on local disk.",
+    "ttft_cold_ms": "The first request pays for compilation and allocation: warm the server before it takes traffic.",
+    "ttft_warm_ms": "Prefill is slower than this class should be: check GPU clocks, other GPU processes, and THP and "
+    "NUMA settings.",
+    "kv_max_concurrency": "Too few requests of the full length fit in the KV cache: give vLLM more memory "
+    "(gpu-memory-utilization) or lower max-model-len (see the recommendation).",
+    "batching_speedup": "Concurrent requests do not raise throughput: the server is saturated at low concurrency "
+    "(CPU-bound, tiny KV cache or a scheduler limit).",
+    "batching_ttft_p95_ms": "Requests queue under load: lower max_num_seqs or max-model-len, or add capacity.",
+}
+
+# --- Fleet outliers (report/fleet.py), preflight_outlier_score and preflight_outlier_min_relative ----------
+# 0.6745 makes the MAD of a normal sample comparable with its standard deviation (Iglewicz and Hoaglin);
+# |score| > 3.5 is their suggested cut for "potential outlier".
+MAD_SCALE = 0.6745
+OUTLIER_SCORE = 3.5
+# Deviations smaller than this fraction of the class median are not worth a page, whatever the score.
+OUTLIER_MIN_RELATIVE = 0.10
+# With two hosts neither is the odd one out.
+OUTLIER_MIN_HOSTS = 3
+
 
 class ThresholdError(ValueError):
     pass
+
+
+def _numeric_problems(key: str, value, merged: dict) -> list[str]:
+    if not isinstance(value, dict) or set(value) - {"warn", "fail"}:
+        return [f"preflight_thresholds.{key} must be a mapping with 'warn' and/or 'fail', got {value!r}"]
+    problems = []
+    for level, limit in value.items():
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))):
+            problems.append(f"preflight_thresholds.{key}.{level} must be a number or null, got {limit!r}")
+        else:
+            merged[key][level] = limit
+    return problems
 
 
 def resolve(overrides: dict | None) -> dict:
@@ -62,20 +102,12 @@ def resolve(overrides: dict | None) -> dict:
                 problems.append(f"preflight_thresholds.gpu_count must be a whole number or null, got {value!r}")
             else:
                 merged[key] = value
-            continue
-        if key not in NUMERIC:
+        elif key not in NUMERIC:
             problems.append(
                 f"preflight_thresholds.{key} is not a known threshold (known: {', '.join(sorted(DEFAULTS))})"
             )
-            continue
-        if not isinstance(value, dict) or set(value) - {"warn", "fail"}:
-            problems.append(f"preflight_thresholds.{key} must be a mapping with 'warn' and/or 'fail', got {value!r}")
-            continue
-        for level, limit in value.items():
-            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))):
-                problems.append(f"preflight_thresholds.{key}.{level} must be a number or null, got {limit!r}")
-            else:
-                merged[key][level] = limit
+        else:
+            problems += _numeric_problems(key, value, merged)
     if problems:
         raise ThresholdError("; ".join(problems))
     return merged

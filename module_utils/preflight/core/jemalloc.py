@@ -1,4 +1,5 @@
-"""jemalloc wiring for roles/jemalloc: plain Python, testable without Ansible.
+"""jemalloc wiring for roles/jemalloc: plain Python, testable without Ansible (see also jemalloc_plan.py,
+what the role changes on a host, and jemalloc_verify.py, what its read-back proves).
 
 MALLOC_CONF validation against jemalloc's own option names (5.3: src/jemalloc.c, malloc_conf_init_helper),
 the systemd drop-in that preloads the library into one service, /etc/ld.so.preload editing, and the

@@ -1,0 +1,228 @@
+"""Each probe's options: the whitelist a playbook's ``options:`` is checked against, and the argument list
+(never a shell string) of ``python -m probes <probe> <flags> --json`` they become.
+
+library/slm_probe.py and core/plan.py check options with it; tests/integration/test_slm_probe.py checks every
+flag here against the probe's own argparse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import PROBES
+
+
+@dataclass(frozen=True)
+class Option:
+    """One probe option: the flag it becomes and the kind of value it takes.
+
+    int | float | str: `--flag VALUE`.  bool: a switch, true adds `--flag`, false leaves it out.
+    budget: a number or a size word (0.5, "1GiB"), `--flag VALUE`.
+    csv / int_csv / budget_csv: a list (or one value), `--flag a,b,c`.
+    repeat: a list, `--flag=ITEM` per item (the `=` lets an item start with `--`).
+    env_map: a mapping, `--flag NAME=VALUE` per entry.
+    """
+
+    flag: str
+    kind: str
+
+
+def _opts(**spec: tuple) -> dict[str, Option]:
+    return {name: Option(*args) for name, args in spec.items()}
+
+
+# probes/server.py add_server_args(): the flags of every probe that starts a vLLM server.
+_SERVER_COMMON = dict(
+    model=("--model", "str"),
+    enforce_eager=("--enforce-eager", "bool"),
+    server_args=("--server-arg", "repeat"),
+    server_env=("--server-env", "env_map"),
+    ready_timeout_s=("--ready-timeout-s", "float"),
+    log_dir=("--log-dir", "str"),
+    gpu=("--gpu", "int"),
+)
+_SERVER_ONE = dict(
+    _SERVER_COMMON,
+    endpoint=("--endpoint", "str"),
+    api_key=("--api-key", "str"),
+    max_model_len=("--max-model-len", "int"),
+    kv_budget=("--kv-budget", "budget"),
+)
+
+# The whitelist: option name (what a playbook writes under `options:`) -> flag of `python -m probes <probe>`.
+# tests/integration/test_slm_probe.py checks every flag here against the probe's own argparse.
+PROBE_OPTIONS: dict[str, dict[str, Option]] = {
+    "load": _opts(
+        model=("--model", "str"),
+        device=("--device", "str"),
+        placement=("--placement", "str"),
+        repeats=("--repeats", "int"),
+        drop_caches=("--drop-caches", "bool"),
+        read_repeats=("--read-repeats", "int"),
+        copy_mib=("--copy-mib", "int"),
+        copy_repeats=("--copy-repeats", "int"),
+        gpus=("--gpus", "int_csv"),
+        timeout_s=("--timeout-s", "float"),
+    ),
+    "generate": _opts(
+        model=("--model", "str"),
+        device=("--device", "str"),
+        allocators=("--allocators", "csv"),
+        processes=("--processes", "int"),
+        calls=("--calls", "int"),
+        prompt_tokens=("--prompt-tokens", "int"),
+        new_tokens=("--new-tokens", "int"),
+        threads=("--threads", "int"),
+        jemalloc_path=("--jemalloc-path", "str"),
+        tcmalloc_path=("--tcmalloc-path", "str"),
+        malloc_conf=("--malloc-conf", "str"),
+        timeout_s=("--timeout-s", "float"),
+    ),
+    "ttft": _opts(
+        **_SERVER_ONE,
+        warm=("--warm", "int"),
+        max_tokens=("--max-tokens", "int"),
+        prompt_words=("--prompt-words", "int"),
+        api=("--api", "csv"),
+        request_timeout_s=("--request-timeout-s", "float"),
+    ),
+    "kv": _opts(
+        **_SERVER_COMMON,
+        max_model_len=("--max-model-len", "int_csv"),
+        kv_budget=("--kv-budget", "budget_csv"),
+    ),
+    "batching": _opts(
+        **_SERVER_ONE,
+        prompts=("--prompts", "int"),
+        max_concurrency=("--max-concurrency", "int"),
+        repeats=("--repeats", "int"),
+        max_tokens=("--max-tokens", "int"),
+        prompt_words=("--prompt-words", "int"),
+        warmup=("--warmup", "int"),
+        time_budget_s=("--time-budget-s", "float"),
+        request_timeout_s=("--request-timeout-s", "float"),
+    ),
+}
+
+# Options whose value must not appear in what the module returns.
+SECRET_OPTIONS = frozenset({"api_key"})
+
+_KIND_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a non-empty string",
+    "bool": "true or false",
+    "budget": "a number or a size such as 1GiB",
+    "csv": "a list of words without commas",
+    "int_csv": "a list of integers",
+    "budget_csv": "a list of numbers or sizes such as 1GiB",
+    "repeat": "a list of strings",
+    "env_map": "a mapping of NAME: value",
+}
+
+
+class ProbeArgumentError(ValueError):
+    """Every problem with the requested probe and options, in one message."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+def _scalar(kind: str, value):
+    """The value as flag text, or None when it is not of the kind (a YAML boolean is never a number or a word)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if kind == "int":
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return str(int(value))
+        return None
+    if kind == "float":
+        if isinstance(value, int | float):
+            return str(value)
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                return None
+            return value.strip()
+        return None
+    if kind == "budget":
+        if isinstance(value, int | float):
+            return str(value)
+        return value.strip() if isinstance(value, str) and value.strip() and "," not in value else None
+    if kind in ("str", "csv"):
+        if not isinstance(value, str | int | float) or str(value).strip() == "":
+            return None
+        return None if kind == "csv" and "," in str(value) else str(value)
+    raise AssertionError(f"unknown option kind {kind!r}")
+
+
+def _flag_args(spec: Option, value) -> list[str] | None:
+    """The arguments one option becomes, or None when the value does not fit its kind."""
+    kind = spec.kind
+    if kind == "bool":
+        return None if not isinstance(value, bool) else ([spec.flag] if value else [])
+    if kind in ("csv", "int_csv", "budget_csv"):
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        item_kind = {"csv": "csv", "int_csv": "int", "budget_csv": "budget"}[kind]
+        texts = [_scalar(item_kind, v) for v in items]
+        if not texts or any(t is None for t in texts):
+            return None
+        return [spec.flag, ",".join(texts)]
+    if kind == "repeat":
+        if not isinstance(value, list | tuple) or any(not isinstance(v, str) or not v for v in value):
+            return None
+        return [f"{spec.flag}={v}" for v in value]
+    if kind == "env_map":
+        if not isinstance(value, dict) or any(not str(k) or "=" in str(k) for k in value):
+            return None
+        if any(isinstance(v, bool | dict | list) or v is None for v in value.values()):
+            return None
+        return [arg for k, v in value.items() for arg in (spec.flag, f"{k}={v}")]
+    text = _scalar(kind, value)
+    return None if text is None else [spec.flag, text]
+
+
+def option_args(probe: str, options: dict | None) -> list[str]:
+    """The probe's options -> its command-line arguments, in the order given; raises ProbeArgumentError."""
+    if probe not in PROBE_OPTIONS:
+        raise ProbeArgumentError([f"probe {probe!r} is not one of {', '.join(PROBES)}"])
+    allowed = PROBE_OPTIONS[probe]
+    errors: list[str] = []
+    argv: list[str] = []
+    for name, value in (options or {}).items():
+        spec = allowed.get(name)
+        if spec is None:
+            errors.append(
+                f"options.{name} is not an option of the {probe} probe; allowed: {', '.join(sorted(allowed))}"
+            )
+            continue
+        if value is None:  # null: the probe's own default
+            continue
+        args = _flag_args(spec, value)
+        if args is None:
+            shown = "(hidden)" if name in SECRET_OPTIONS else repr(value)
+            errors.append(f"options.{name} must be {_KIND_WORDS[spec.kind]}, got {shown}")
+            continue
+        argv.extend(args)
+    if errors:
+        raise ProbeArgumentError(errors)
+    return argv
+
+
+def redact(cmd: list[str]) -> list[str]:
+    """The command with secret option values (the vLLM API key) replaced, for logs and results."""
+    secret_flags = {opt.flag for probe in PROBE_OPTIONS.values() for n, opt in probe.items() if n in SECRET_OPTIONS}
+    out, hide_next = [], False
+    for arg in cmd:
+        out.append("********" if hide_next else arg)
+        hide_next = arg in secret_flags
+    return out
+
+
+def build_command(python: str, probe: str, options: dict | None) -> list[str]:
+    """[python, -m, probes, <probe>, <flags...>, --json]: an argument list, never a shell string."""
+    return [python, "-m", "probes", probe, *option_args(probe, options), "--json"]

@@ -1,0 +1,165 @@
+#!/usr/bin/python
+"""Ansible module (role-local): the thp role's outcome from what its tasks registered; reads and changes nothing."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: thp_outcome
+short_description: Describe how THP persisted, whether it verified, or what a THP rollback did
+description:
+  - Takes what the thp role's tasks registered and returns the description the role publishes, computed by
+    C(module_utils/preflight/core/thp.py) so that no decision is made in Jinja.
+  - O(what=persistence) gives RV(persistence), RV(reboot_required) and RV(lines);
+    O(what=result) gives RV(result) (C(preflight_role_results.thp)) and RV(problems);
+    O(what=rollback) gives RV(lines).
+  - Reads nothing on the node and never changes anything.
+version_added: "0.1.0"
+author: Preflight
+options:
+  what:
+    description: Which description to compute.
+    type: str
+    required: true
+    choices: [persistence, result, rollback]
+  persist:
+    description: thp_persist (O(what=persistence)).
+    type: list
+    elements: str
+    default: []
+  inspected:
+    description: The registered result of thp_inspect before the change (O(what=persistence), O(what=result)).
+    type: dict
+    default: {}
+  enabled:
+    description: thp_enabled (O(what=persistence)).
+    type: str
+    default: ""
+  unit:
+    description:
+      - O(what=persistence) - C(name), C(path), C(wanted_by) and the registered results C(written), C(link), C(start).
+      - O(what=rollback) - C(path), C(link_path) and the registered results C(file), C(link) of removing them.
+    type: dict
+    default: {}
+  grub:
+    description:
+      - O(what=persistence) - the registered results C(edit) and C(regenerate).
+      - O(what=rollback) - the registered result of restoring the GRUB line.
+    type: dict
+    default: {}
+  plan:
+    description: thp_inspect's RV(thp_inspect#module:plan) (O(what=result)).
+    type: list
+    elements: dict
+    default: []
+  applied:
+    description: The loop results of sysfs_tunable applying the plan (O(what=result)); the restored ones for rollback.
+    type: list
+    elements: dict
+    default: []
+  readback:
+    description: thp_inspect's RV(thp_inspect#module:settings) after applying (O(what=result)).
+    type: dict
+    default: {}
+  outcome:
+    description: This module's O(what=persistence) result (O(what=result)).
+    type: dict
+    default: {}
+  rollback:
+    description: The registered result of thp_inspect with O(thp_inspect#module:rollback=true) (O(what=rollback)).
+    type: dict
+    default: {}
+  state_file:
+    description: The rollback record's path (O(what=rollback)).
+    type: str
+    default: ""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Describe how THP settings persist
+  thp_outcome:
+    what: persistence
+    persist: "{{ thp_persist }}"
+    inspected: "{{ __thp_inspect }}"
+    enabled: "{{ thp_enabled | string }}"
+    unit: {name: preflight-thp.service, path: /etc/systemd/system/preflight-thp.service, wanted_by: sysinit.target,
+           written: "{{ __thp_unit }}", link: "{{ __thp_unit_link_result }}", start: "{{ __thp_unit_start }}"}
+    grub: {edit: "{{ __thp_grub_edit }}", regenerate: "{{ __thp_grub_regenerate }}"}
+  register: __thp_persist_outcome
+"""
+
+RETURN = r"""
+persistence:
+  description:
+    - Per method in thp_persist, C(method), C(path), C(detail) and C(state)
+      (installed, unchanged, unavailable or failed).
+  returned: O(what=persistence)
+  type: list
+  elements: dict
+reboot_required:
+  description: Whether the kernel command line changed and needs a reboot to take effect.
+  returned: O(what=persistence)
+  type: bool
+lines:
+  description: What to print for the operator, one line each.
+  returned: O(what=persistence) or O(what=rollback)
+  type: list
+  elements: str
+result:
+  description: The role's result for the report (role, settings, persistence, conflicts, verified, problems, ...).
+  returned: O(what=result)
+  type: dict
+problems:
+  description: Every setting the kernel did not take and every failed persistence method, one sentence each.
+  returned: O(what=result)
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.preflight.core import thp  # noqa: E402
+
+ARGUMENT_SPEC = {
+    "what": {"type": "str", "required": True, "choices": ["persistence", "result", "rollback"]},
+    "persist": {"type": "list", "elements": "str", "default": []},
+    "inspected": {"type": "dict", "default": {}},
+    "enabled": {"type": "str", "default": ""},
+    "unit": {"type": "dict", "default": {}},
+    "grub": {"type": "dict", "default": {}},
+    "plan": {"type": "list", "elements": "dict", "default": []},
+    "applied": {"type": "list", "elements": "dict", "default": []},
+    "readback": {"type": "dict", "default": {}},
+    "outcome": {"type": "dict", "default": {}},
+    "rollback": {"type": "dict", "default": {}},
+    "state_file": {"type": "str", "default": ""},
+}
+
+
+def run_module() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    if p["what"] == "persistence":
+        described = thp.persistence(p["persist"], p["inspected"], p["enabled"], p["unit"], p["grub"], module.check_mode)
+    elif p["what"] == "result":
+        described = thp.result(p["plan"], p["applied"], p["readback"], p["outcome"], p["inspected"]["conflicts"],
+                               module.check_mode)
+        described = {"result": described, "problems": described["problems"]}
+    else:
+        read = p["rollback"]
+        boot = read["rollback"]["cmdline"]
+        lines = thp.rollback_lines(read["recorded"], p["state_file"], p["applied"], p["unit"], p["grub"], boot)
+        described = {"lines": lines}
+    module.exit_json(changed=False, **described)
+
+
+def main() -> None:
+    run_module()
+
+
+if __name__ == "__main__":
+    main()
