@@ -25,12 +25,19 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ansible-lint --profile production -q
 
-# Two processes: importing ansible's module_utils patches sys.intern, which torch's compiler (imported by
-# the probes under test) refuses. The probes never run inside an Ansible process, so their tests do not either.
+# The probes never run inside an Ansible process (importing ansible's module_utils patches sys.intern, which
+# torch's compiler refuses), so their tests have a pytest process of their own. It runs beside the Ansible
+# tests (unit and integration), whose ssh round trips leave the CPUs idle much of the time; its output is
+# printed when both have finished. The probe tests that write the kernel's own tunables (marker `kernel`)
+# run last, alone, since the integration tests tune the same kernel.
+PROBES_LOG := .cache/pytest-probes.log
 pytest: $(VENV)/.dev
-	@rc=0; \
+	@mkdir -p .cache; rc=0; \
+	$(VENV)/bin/pytest -q tests/probes -m "not kernel" $(PYTEST_ARGS) > $(PROBES_LOG) 2>&1 & probes=$$!; \
 	$(VENV)/bin/pytest -q tests --ignore=tests/probes $(PYTEST_ARGS) || rc=1; \
-	$(VENV)/bin/pytest -q tests/probes $(PYTEST_ARGS) || rc=1; \
+	wait $$probes || rc=1; \
+	echo "--- tests/probes, run beside the tests above ($(PROBES_LOG)) ---"; cat $(PROBES_LOG); \
+	$(VENV)/bin/pytest -q tests/probes -m kernel $(PYTEST_ARGS) || rc=1; \
 	exit $$rc
 
 # Debian packages: a venv-capable Python, sshd for the SSH test hosts, and the real jemalloc the allocator

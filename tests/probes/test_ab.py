@@ -444,6 +444,7 @@ def test_allocator_ab_maps_jemalloc_and_calls_one_start_each_inside_noise(tiny_m
 
 
 @pytest.mark.slow
+@pytest.mark.kernel
 def test_thp_ab_restores_the_original_value_when_the_start_fails(tiny_model):
     require_vllm()
     thp = ThpSwitch()
