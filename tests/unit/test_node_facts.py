@@ -428,13 +428,24 @@ def test_tuned_include_loop_and_missing_profile_are_reasons_not_crashes(tmp_path
         ("always [madvise] never\n", ("madvise", ["always", "madvise", "never"])),
         ("[always] inherit madvise never", ("always", ["always", "inherit", "madvise", "never"])),
         ("always madvise never", (None, ["always", "madvise", "never"])),
-        ("1\n", ("1", [])),
-        ("4096 8192", ("4096 8192", [])),
         (None, (None, [])),
     ],
 )
 def test_parse_choices_returns_the_bracketed_word_and_all_words(text, expected):
     assert parse_choices(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("always [madvise] never\n", ("madvise", ["always", "madvise", "never"])),
+        ("1\n", ("1", [])),
+        ("4096 8192", ("4096 8192", [])),
+        ("performance", ("performance", [])),
+    ],
+)
+def test_parse_tunable_reads_a_plain_value_file_as_its_whole_value(text, expected):
+    assert module_util("preflight.core.sysfs").parse_tunable(text) == expected
 
 
 def test_cpulists_round_trip_in_the_kernels_notation():

@@ -14,7 +14,6 @@ facts_module = module_util("preflight.core.facts")
 gather = facts_module.gather
 cmdline_facts = module_util("preflight.core.cmdline").cmdline_facts
 split_cmdline = module_util("preflight.core.cmdline").split_cmdline
-parse_choices = module_util("preflight.core.sysfs").parse_choices
 parse_cpulist = module_util("preflight.core.tree").parse_cpulist
 parse_size_kb = module_util("preflight.core.tree").parse_size_kb
 format_cpulist = module_util("preflight.core.gpus").format_cpulist

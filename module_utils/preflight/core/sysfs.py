@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 def parse_choices(text: str | None) -> tuple[str | None, list[str]]:
-    """'always [madvise] never' -> ('madvise', ['always', 'madvise', 'never']).
+    """A choice file as the kernel prints it: 'always [madvise] never' -> ('madvise', ['always', 'madvise', 'never']).
 
-    A plain value file ('1', '4096 8192') is its value with no choices; a list of words with none marked
-    ('always madvise never') has choices but no current value. None (file absent) -> (None, []).
+    Words with none marked ('always madvise never') are choices with no current value; None (file absent) ->
+    (None, []). A file that holds a plain value ('1') is parse_tunable's.
     """
     if text is None:
         return None, []
@@ -19,20 +19,12 @@ def parse_choices(text: str | None) -> tuple[str | None, list[str]]:
             word = word[1:-1]
             selected = word
         choices.append(word)
-    if selected is None and not any(word[:1].isalpha() for word in words):
-        return " ".join(words), []
     return selected, choices
 
 
 def selected(text: str | None) -> str | None:
-    """'always [madvise] never' -> 'madvise'; a plain value is itself, stripped."""
+    """'always [madvise] never' -> 'madvise'."""
     return parse_choices(text)[0]
-
-
-def read_choice(path: str) -> tuple[str, list[str]]:
-    """The current value and the choices of one tunable file; OSError when it cannot be read."""
-    with open(path, encoding="ascii", errors="replace") as handle:
-        return parse_choices(handle.read())
 
 
 def parse_tunable(text: str | None) -> tuple[str | None, list[str]]:
