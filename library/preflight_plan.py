@@ -13,8 +13,12 @@ description:
     that names every invalid variable, its value and what is allowed, before anything on the node changes.
     A valid plan comes back as RV(plan) (the entries to run, in probe order, and those skipped with the
     reason - the level, C(--tags), C(--skip-tags)) and as RV(run), the run record the report reads.
-  - With O(step=per_gpu), each O(plan) entry with C(per_gpu) becomes one entry per GPU that O(node_facts)
-    lists (C(<name>_<index>), C(gpu=<index>)); a node without GPUs skips it, with the reason.
+  - With O(step=per_gpu), the plan is made for the node O(node_facts) describe - each O(plan) entry with
+    C(per_gpu) becomes one entry per GPU listed (C(<name>_<index>), C(gpu=<index>)), and a node without GPUs
+    skips it with the reason; an entry whose prerequisite the node lacks (an allocator arm without its library)
+    is skipped with the reason; vLLM probes that ask for the same server become the members of one shared
+    server (probe C(suite), see C(module_utils/preflight/core/plan_servers.py)), and per-GPU servers run side by
+    side. O(probe_plan) gives the entries' options.
   - With O(step=skip), the entries still to run (only the vLLM ones for O(skip=vllm)) move to the run record's
     skipped list, with the reason O(skip) and O(reason) give.
   - Computes only: reads nothing on the host and changes nothing, so it is best delegated to C(localhost).
@@ -40,7 +44,9 @@ options:
     description: The model the standard and full levels load (C(probe_model)), a directory or a shape.
     type: raw
   probe_plan:
-    description: C(probe_plan), result name -> entry with keys probe, levels, timeout_s, thp_modes, per_gpu, options.
+    description:
+      - C(probe_plan), result name -> entry with keys probe, levels, timeout_s, thp_modes, per_gpu, options.
+      - O(step=plan) validates it; O(step=per_gpu) reads the entries' options.
     type: raw
   run_tags:
     description: C(ansible_run_tags); an entry runs only when its probe or C(probes) is among them (or C(all)).
@@ -170,8 +176,7 @@ def run_module() -> None:
     if p["step"] == "plan":
         plan_step(module)
     elif p["step"] == "per_gpu":
-        gpus, reason = core.node_gpus(p["node_facts"])
-        plan, run = core.expand_per_gpu(p["plan"], p["run"], gpus, reason)
+        plan, run = core.for_node(p["plan"], p["run"], p["node_facts"], p["probe_plan"] or {})
         module.exit_json(changed=False, plan=plan, run=run)
     else:
         plan, run = core.skip(p["plan"], p["run"], p["skip"], p["reason"])

@@ -21,6 +21,8 @@ description:
     module_utils/preflight/report/host_document.schema.json),
     validates it against the schema, and renders per-host Markdown and HTML, a fleet summary
     (Markdown, HTML, JSON), a Prometheus textfile and JUnit XML.
+  - Returns each reached host's own Prometheus textfile (RV(node_metrics)), for the playbook to copy onto
+    that host, into node_exporter's textfile directory.
   - Writes everything under O(report_dir)/<run id>/, each file through a temp file and a rename, then
     points O(report_dir)/latest at the run by renaming a new symlink over it.
   - In check mode everything is computed and validated, nothing is written, and RV(run_dir) says where
@@ -66,7 +68,8 @@ options:
     type: str
   prometheus_dir:
     description:
-      - Also write C(preflight.prom) here (atomically), for node_exporter's textfile collector.
+      - Also write the run's fleet-wide C(preflight.prom) here (atomically). It holds only this run's hosts, so a
+        C(--limit) run drops the others; node_exporter should read each node's own file (RV(node_metrics)).
     type: path
   compare_history:
     description: Compare each host with its newest earlier document under O(report_dir).
@@ -108,7 +111,6 @@ EXAMPLES = r"""
 - name: Write the reports of this run
   preflight_report:
     report_dir: "{{ preflight_report_dir }}"
-    prometheus_dir: "{{ preflight_prometheus_dir | default(omit) }}"
     hosts:
       - inventory_hostname: node1
         group_names: [h100]
@@ -176,6 +178,14 @@ lines:
   returned: with hosts
   type: list
   elements: str
+node_metrics:
+  description:
+    - Per host that was reached, its Prometheus textfile (no host label, no run id; base units), built in
+      C(module_utils/preflight/report/node_metrics.py). C(playbooks/report.yml) copies it to the host as
+      C(preflight_textfile_dir)/preflight.prom. Also returned in check mode.
+  returned: with hosts
+  type: dict
+  sample: {node1: "# HELP preflight_last_run_timestamp_seconds ...\n"}
 run:
   description: With O(close_run), the run with C(total_s), C(certify_s) and C(over_budget) added.
   returned: with close_run
@@ -264,6 +274,7 @@ def main():
         would_write=would_write if module.check_mode else [],
         failing_checks=summary["failing_checks"],
         totals=summary["totals"],
+        node_metrics=run["node_metrics"],
         msg=outcome["lines"][-1],
         **outcome,
     )

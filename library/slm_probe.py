@@ -27,12 +27,23 @@ options:
     description: The probe to run.
     type: str
     required: true
-    choices: [load, generate, ttft, kv, batching]
+    choices: [load, generate, ttft, kv, batching, suite]
   name:
     description:
       - The key of the result under C(preflight_probe_results). Defaults to O(probe).
       - Lets one probe run twice in a plan (C(kv) at one length, C(kv_sweep) over several).
     type: str
+  servers:
+    description:
+      - With O(probe=suite) - the vLLM probes that share servers (a plan item of
+        C(module_utils/preflight/core/plan_servers.py)). A list of servers, each a list of members
+        C({name, probe, options}); the members of one server share one start and measure it in turn, several
+        servers (one per GPU) run side by side.
+      - Each member's options, over O(options), are checked as when the probe runs alone. Each member's envelope
+        comes back under RV(members) and the fact C(preflight_probe_results.<member>); RV(ran) and RV(failures) say
+        how each went. The task fails only when the run printed no result at all.
+    type: list
+    elements: list
   options:
     description:
       - Probe options, by name; see C(module_utils/preflight/core/probe_options.py) C(PROBE_OPTIONS) for each
@@ -41,6 +52,29 @@ options:
         the probe's default.
     type: dict
     default: {}
+  log_dir:
+    description:
+      - The directory on the node where the probe's progress log goes (C(<name>.log), its stderr as written, framed
+        by a start and an end line); C(tail -f) it while the probe runs. C(slm_probe_wait) reads it.
+    type: path
+    default: /var/log/preflight
+  heartbeat:
+    description:
+      - The probe is stopped (and a THP arm put back) when nobody has touched the log's heartbeat file for
+        C(PROBE_HEARTBEAT_S) seconds (C(module_utils/preflight/core/catalog.py)) - C(slm_probe_wait) touches it
+        while the controller polls - so a controller that was interrupted or lost the host leaves nothing running.
+      - Only for a probe started with C(async) and C(poll - 0) and waited for with C(slm_probe_wait).
+    type: bool
+    default: false
+  thp_mode:
+    description:
+      - One arm of a THP A/B - set C(/sys/kernel/mm/transparent_hugepage/enabled) to this mode for the probe and
+        put the original back when it ends, all on the node (C(module_utils/preflight/core/thp_arm.py)) - on a
+        normal end, on SIGTERM/SIGINT/SIGHUP, and, when this module is killed outright, by a guard process that
+        outlives it. A marker in C(/run/preflight) names the owner meanwhile; a second arm, or the thp role's
+        record, is refused while it lives. Ignored in check mode.
+    type: str
+    choices: [always, madvise, never]
   python:
     description: The probe runtime's interpreter (a path, or a name found on C(PATH)).
     type: str
@@ -118,6 +152,15 @@ timed_out:
   description: Whether the probe was stopped at O(timeout).
   returned: when the probe ran
   type: bool
+log:
+  description: The probe's progress log on the node (its stderr as it was written).
+  returned: when the probe ran
+  type: str
+  sample: /var/log/preflight/ttft.log
+thp:
+  description: With O(thp_mode) - the arm's mode, the node's original mode, and whether it was put back (C(put_back)).
+  returned: with O(thp_mode), when the arm started
+  type: dict
 stderr_tail:
   description: The last lines of the probe's stderr (at most 40 lines, 4000 characters).
   returned: when the probe ran
@@ -128,8 +171,35 @@ result:
       duration_s, params, results, verdicts, environment, and errors when a measurement failed).
   returned: when the probe printed one
   type: dict
+members:
+  description: With O(probe=suite), each member's envelope by its name.
+  returned: with O(probe=suite), when the run printed its result
+  type: dict
+ran:
+  description: With O(probe=suite), the members whose measurements were all taken.
+  returned: with O(probe=suite)
+  type: list
+  elements: str
+failures:
+  description:
+    - With O(probe=suite), the members that failed, as the run record's C(failed) entries (probe, task, rc,
+      timed_out, msg, stderr_tail, cmd).
+  returned: with O(probe=suite)
+  type: list
+  elements: dict
+phases:
+  description: With O(probe=suite), one phase per member (C(probe <name>)), as the run record's C(phases) entries.
+  returned: with O(probe=suite), when the run printed its result
+  type: list
+  elements: dict
+skipped:
+  description: With O(probe=suite) in check mode, each member with the command that would run.
+  returned: with O(probe=suite)
+  type: list
+  elements: dict
 ansible_facts:
-  description: C(preflight_probe_results) with one key, O(name), holding RV(result).
+  description:
+    - C(preflight_probe_results) with one key, O(name), holding RV(result); with O(probe=suite), one key per member.
   returned: success
   type: dict
   contains:
@@ -144,8 +214,14 @@ import shutil  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.preflight import probe_runner  # noqa: E402
-from ansible.module_utils.preflight.core import probe_options  # noqa: E402
-from ansible.module_utils.preflight.core.catalog import PROBES  # noqa: E402
+from ansible.module_utils.preflight.core import envelope, probe_options, progress, thp_arm  # noqa: E402
+from ansible.module_utils.preflight.core.catalog import (  # noqa: E402
+    PROBE_HEARTBEAT_S,
+    PROBE_LOG_DIR,
+    PROBES,
+    SUITE_PROBE,
+    THP_ENABLED_CHOICES,
+)
 
 
 def _python_problem(python: str) -> str | None:
@@ -158,16 +234,65 @@ def _python_problem(python: str) -> str | None:
     return None
 
 
+def _run(module, cmd: list[str], probe: str, env: dict, log: str):
+    p = module.params
+    heartbeat_s = PROBE_HEARTBEAT_S if p["heartbeat"] else 0
+    return probe_runner.run(cmd, probe, env, p["runtime_dir"], p["timeout"], log=log, heartbeat_s=heartbeat_s)
+
+
+def _run_thp_arm(module, result: dict, cmd: list[str], probe: str, env: dict, name: str):
+    """The probe with THP set to this arm's mode, and the original put back on the node on every way out."""
+    p = module.params
+    arm = thp_arm.ThpArm(p["thp_mode"], probe=name)
+    try:
+        with arm:
+            run = _run(module, cmd, probe, env, result["log"])
+    except thp_arm.ThpArmError as err:
+        module.fail_json(msg=f"probe {name}: THP A/B arm {p['thp_mode']}: {err}", thp=_arm_record(arm), **result)
+    except thp_arm.Interrupted as sig:
+        module.fail_json(msg=f"probe {name}: stopped by signal {sig.signum}; THP put back to {arm.original}",
+                         thp=_arm_record(arm), **result)
+    result["thp"] = _arm_record(arm)
+    if not arm.restored["ok"]:
+        module.fail_json(msg=f"probe {name}: THP could not be put back to {arm.original}: "
+                         f"{arm.restored.get('error', 'read back differs')}", **result)
+    return run
+
+
+def _arm_record(arm) -> dict:
+    return {"mode": arm.mode, "original": arm.original, "restored": arm.restored,
+            "put_back": (arm.restored or {"ok": True})["ok"]}
+
+
+def _suite_exit(module, result: dict, run, members: list[str], name: str, shown: list[str]) -> None:
+    """Each member on its own: its envelope, ran or failed; the task fails only when none came back."""
+    last = probe_runner.tail(run.stderr, lines=1, chars=300)
+    common = {"task": f"probe {name}", "rc": run.rc, "timed_out": run.timed_out,
+              "stderr_tail": result["stderr_tail"], "cmd": shown,
+              "msg": (run.problem or "failed") + (f"; last stderr line: {last}" if last else "")}
+    outcome = envelope.suite_outcome(run.envelope, members, common)
+    result.update(outcome, skipped=[])
+    if not outcome["members"]:
+        module.fail_json(msg=f"probes {', '.join(members)} on shared servers ({' '.join(shown)}): {common['msg']}",
+                         **result)
+    result["ansible_facts"] = {"preflight_probe_results": outcome["members"]}
+    module.exit_json(**result)
+
+
 def run_module() -> None:
     module = AnsibleModule(
         argument_spec={
-            "probe": {"type": "str", "required": True, "choices": list(PROBES)},
+            "probe": {"type": "str", "required": True, "choices": [*PROBES, SUITE_PROBE]},
             "name": {"type": "str"},
+            "servers": {"type": "list", "elements": "list"},
             "options": {"type": "dict", "default": {}},
             "python": {"type": "str", "default": "python3"},
             "runtime_dir": {"type": "path", "default": "/opt/preflight"},
             "env": {"type": "dict", "default": {}},
             "timeout": {"type": "int", "default": 1800},
+            "thp_mode": {"type": "str", "choices": list(THP_ENABLED_CHOICES)},
+            "log_dir": {"type": "path", "default": PROBE_LOG_DIR},
+            "heartbeat": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -180,11 +305,20 @@ def run_module() -> None:
 
     if p["timeout"] <= 0:
         module.fail_json(msg=f"timeout must be a positive number of seconds, got {p['timeout']}", **result)
-    try:
-        cmd = probe_options.build_command(p["python"], probe, p["options"])
-    except probe_options.ProbeArgumentError as err:
-        module.fail_json(msg=str(err), errors=err.errors, **result)
-    shown = probe_options.redact(cmd)
+    if probe == SUITE_PROBE:
+        suite = probe_options.suite_plan(p["servers"], p["options"])
+        members = [m["name"] for server in suite[0] for m in server]
+        if suite[1]:
+            module.fail_json(msg="; ".join(suite[1]), errors=suite[1], **result)
+        cmd = probe_options.suite_command(p["python"], suite[0])
+        shown = probe_options.suite_command(p["python"], suite[0], shown=True)
+    else:
+        members = []
+        try:
+            cmd = probe_options.build_command(p["python"], probe, p["options"])
+        except probe_options.ProbeArgumentError as err:
+            module.fail_json(msg=str(err), errors=err.errors, **result)
+        shown = probe_options.redact(cmd)
     result["cmd"] = shown
 
     problems = [
@@ -203,18 +337,27 @@ def run_module() -> None:
         result["msg"] = "check mode: would run " + " ".join(shown)
         for problem in problems:
             module.warn(f"{problem} (ignored in check mode)")
+        if members:
+            result.update(ran=[], failures=[], phases=[],
+                          skipped=[{"probe": m, "reason": result["msg"]} for m in members])
         module.exit_json(**result)
     if problems:
         module.fail_json(msg="; ".join(problems), **result)
 
     env = probe_runner.probe_env(p["runtime_dir"], p["env"])
-    run = probe_runner.run(cmd, probe, env, p["runtime_dir"], p["timeout"])
+    result["log"] = progress.log_path(p["log_dir"], name)
+    if p["thp_mode"]:
+        run = _run_thp_arm(module, result, cmd, probe, env, name)
+    else:
+        run = _run(module, cmd, probe, env, result["log"])
     result.update(
         rc=run.rc,
         duration_s=run.duration_s,
         timed_out=run.timed_out,
         stderr_tail=probe_runner.tail(run.stderr),
     )
+    if members:
+        _suite_exit(module, result, run, members, name, shown)
     if run.envelope is not None:
         result["result"] = run.envelope
     if not run.ok:

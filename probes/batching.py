@@ -321,7 +321,8 @@ def _check(args, parser) -> list[int]:
     return levels_up_to(args.max_concurrency, args.prompts)
 
 
-def _measure(args, levels: list[int]):
+def on_server(args, levels: list[int]):
+    """(results, measure): ``measure(srv, verdicts)`` fills results while srv serves (alone or shared)."""
     from probes import result
 
     results: dict = {"backend": detect_backend(), "levels_planned": levels}
@@ -338,7 +339,11 @@ def _measure(args, levels: list[int]):
         if not args.json:
             sys.stderr.write("\n".join(res.table) + "\n")
 
-    return measure_on_server(args, results, measure)
+    return results, measure
+
+
+def _measure(args, levels: list[int]) -> cli.Report:
+    return measure_on_server(args, *on_server(args, levels))
 
 
 PROBE = cli.Probe("batching", __doc__, arguments=_arguments, check=_check, measure=_measure, hidden=("api_key",))

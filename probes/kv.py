@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from probes import cli, vllm_metrics
@@ -333,36 +333,42 @@ def conclude(results: list[KvConfigResult], theory: KvTheory | None) -> KvConclu
 
 
 def measure_config(args, length: int, budget: KvBudget, index: int) -> KvConfigResult:
-    import httpx
-
+    """One configuration on a server of its own, started and stopped here."""
     spec = spec_from_args(args, max_model_len=length, kv_budget=budget,
                           log_name=f"kv-{index:02d}-len{length}-{_budget_slug(budget)}.log")
     srv = VllmServer(spec)
     try:
         with srv:
-            r = httpx.get(f"{srv.base_url}/metrics", headers=srv.headers(), timeout=30.0)
-            cache = vllm_metrics.cache_config(vllm_metrics.parse_prometheus(r.text)) if r.status_code == 200 else None
-            before = srv.memory[0]
-            after = srv.memory[-1]
-            gpu = spec.gpu or 0  # the server's one GPU, NVML numbering
-
-            def on_gpu(values):
-                return values[gpu] if values and gpu < len(values) else None
-
-            memory = {
-                "gpu_total_bytes": on_gpu(after.gpu_total_bytes),
-                "gpu_used_before_bytes": on_gpu(before.gpu_used_bytes),
-                "gpu_used_after_ready_bytes": on_gpu(after.gpu_used_bytes),
-                "server_pss_bytes": after.server_pss_bytes,
-            }
-            ready_s = srv.timeline.ready_s
+            measured = running_config(srv, length, budget)
         stop = srv.stop_report
-        return config_result(length, budget, cache=cache, log=srv.startup(), memory=memory, ready_s=ready_s,
-                             log_path=str(srv.log_path), stopped_cleanly=stop.confirmed_gone if stop else None)
+        return replace(measured, stopped_cleanly=stop.confirmed_gone if stop else None)
     except ServerStartError as exc:
         stop = srv.stop_report
         return failed_result(length, budget, exc.failure, str(exc), str(srv.log_path),
                              stop.confirmed_gone if stop else None)
+
+
+def running_config(srv, length: int, budget: KvBudget) -> KvConfigResult:
+    """The KV figures of a server that serves now at (length, budget): its cache config from /metrics, GPU
+    memory before start and after ready, its startup log. Whether it stopped cleanly is known only later."""
+    import httpx
+
+    r = httpx.get(f"{srv.base_url}/metrics", headers=srv.headers(), timeout=30.0)
+    cache = vllm_metrics.cache_config(vllm_metrics.parse_prometheus(r.text)) if r.status_code == 200 else None
+    before, after = srv.memory[0], srv.memory[-1]
+    gpu = srv.spec.gpu or 0  # the server's one GPU, NVML numbering
+
+    def on_gpu(values):
+        return values[gpu] if values and gpu < len(values) else None
+
+    memory = {
+        "gpu_total_bytes": on_gpu(after.gpu_total_bytes),
+        "gpu_used_before_bytes": on_gpu(before.gpu_used_bytes),
+        "gpu_used_after_ready_bytes": on_gpu(after.gpu_used_bytes),
+        "server_pss_bytes": after.server_pss_bytes,
+    }
+    return config_result(length, budget, cache=cache, log=srv.startup(), memory=memory,
+                         ready_s=srv.timeline.ready_s, log_path=str(srv.log_path), stopped_cleanly=None)
 
 
 def _budget_slug(budget: KvBudget) -> str:
@@ -413,7 +419,8 @@ def _verdicts(per_config: list[KvConfigResult], concl: KvConclusions, result) ->
         if r.stopped_cleanly is False:
             verdicts.append(result.verdict("server_stopped", "fail",
                                            f"the server for max-model-len {r.max_model_len} left processes behind"))
-    if per_config and all(r.stopped_cleanly for r in per_config if r.stopped_cleanly is not None):
+    known = [r.stopped_cleanly for r in per_config if r.stopped_cleanly is not None]
+    if known and all(known):  # unknown on a shared server: its own server_stopped verdict says
         verdicts.append(result.verdict("server_stopped", "pass",
                                        f"all {len(per_config)} servers stopped; no process of theirs is left"))
     if concl.theory_within_tolerance is not None:
@@ -430,8 +437,6 @@ def _verdicts(per_config: list[KvConfigResult], concl: KvConclusions, result) ->
 
 
 def _measure(args, planned) -> cli.Report:
-    from probes import result
-
     backend, budgets, configs = planned
     errors: list[str] = []
     status = None
@@ -444,6 +449,12 @@ def _measure(args, planned) -> cli.Report:
     except (ProbeTerminated, KeyboardInterrupt) as exc:
         errors.append(interrupted_text(exc))
         status = exc.code if isinstance(exc, ProbeTerminated) else 130
+    results, verdicts = _conclusions(args, backend, per_config)
+    return cli.Report(results, verdicts, errors, params=params(args, planned), status=status)
+
+
+def _conclusions(args, backend: str, per_config: list[KvConfigResult]) -> tuple[dict, list[dict]]:
+    from probes import result
 
     model_dir = str(cli.resolve_model(args.model))
     cfg = _model_config(model_dir)
@@ -453,11 +464,39 @@ def _measure(args, planned) -> cli.Report:
     concl = conclude(per_config, theory)
     results = {"backend": backend, "model_dir": model_dir, "configs": per_config, "conclusions": concl,
                "notes": concl.statements}
-    params = {"model": args.model, "max_model_len": args.max_model_len, "kv_budget": [b.label for b in budgets],
-              "enforce_eager": args.enforce_eager, "server_arg": args.server_arg, "server_env": args.server_env,
-              "ready_timeout_s": args.ready_timeout_s, "log_dir": args.log_dir, "gpu": args.gpu,
-              "plan": [f"max-model-len {n} at {b.label}" for n, b in configs]}
-    return cli.Report(results, _verdicts(per_config, concl, result), errors, params=params, status=status)
+    return results, _verdicts(per_config, concl, result)
+
+
+def params(args, planned) -> dict:
+    _backend, budgets, configs = planned
+    return {"model": args.model, "max_model_len": args.max_model_len, "kv_budget": [b.label for b in budgets],
+            "enforce_eager": args.enforce_eager, "server_arg": args.server_arg, "server_env": args.server_env,
+            "ready_timeout_s": args.ready_timeout_s, "log_dir": args.log_dir, "gpu": args.gpu,
+            "plan": [f"max-model-len {n} at {b.label}" for n, b in configs]}
+
+
+def server_settings(args, planned) -> dict:
+    """The one max-model-len and budget a shared server must run at for this probe (probes.suite)."""
+    _backend, _budgets, configs = planned
+    if len(configs) != 1:
+        raise cli.Refused(f"kv on a shared server measures one max-model-len at one budget; this plan has "
+                          f"{len(configs)}: {', '.join(f'{n} at {b.label}' for n, b in configs)}")
+    length, budget = configs[0]
+    return {"max_model_len": length, "kv_budget": budget}
+
+
+def on_server(args, planned):
+    """(results, measure): ``measure(srv, verdicts)`` measures the one configuration srv serves at (shared)."""
+    backend, _budgets, configs = planned
+    results: dict = {}
+
+    def measure(srv, verdicts: list[dict]) -> None:
+        length, budget = configs[0]
+        found, more = _conclusions(args, backend, [running_config(srv, length, budget)])
+        results.update(found)
+        verdicts += more
+
+    return results, measure
 
 
 PROBE = cli.Probe("kv", __doc__, arguments=_arguments, check=_plan, measure=_measure)

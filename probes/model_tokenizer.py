@@ -138,3 +138,13 @@ def save_tokenizer(tok, out: Path) -> None:
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     cfg["chat_template"] = CHAT_TEMPLATE
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def load_tokenizer(model_dir: str | Path):
+    """The model's own tokenizer from its directory, offline (no hub lookup): what vLLM tokenizes prompts with."""
+    from transformers import AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "tokenizer_config.json").is_file() and not (path / "tokenizer.json").is_file():
+        raise ModelError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json)")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)

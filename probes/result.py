@@ -16,6 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from probes.core import envelope as envelope_rules
 from probes.core.catalog import ENVELOPE_SCHEMA_VERSION as SCHEMA_VERSION
 from probes.core.catalog import THP_DIR
 from probes.core.facts import cpu_facts
@@ -293,6 +294,4 @@ def emit(doc: dict, as_json: bool, stream=None) -> None:
 
 def exit_status(doc: dict) -> int:
     """0 when every measurement was taken, 1 when a measurement failed (errors or a failed verdict)."""
-    if doc.get("errors") or any(v["status"] == "fail" for v in doc["verdicts"]):
-        return 1
-    return 0
+    return envelope_rules.exit_status(doc)

@@ -50,3 +50,14 @@ def ssh_fleet(tmp_path_factory):
     ).start()
     yield fleet
     fleet.stop()
+
+
+@pytest.fixture(scope="session")
+def ssh_operator(ssh_fleet):
+    """An unprivileged login (tests.sshfleet.OPERATOR_USER) on the test hosts, with a NOPASSWD sudo rule;
+    the user, its home and the sudoers.d drop-in are removed when the session ends."""
+    from tests.sshfleet import operator_user, remove_operator_user
+
+    user = operator_user(ssh_fleet.client_key)
+    yield user
+    remove_operator_user(user)

@@ -19,6 +19,9 @@ from pathlib import Path
 import yaml
 
 SSHD = "/usr/sbin/sshd"
+# An unprivileged login for become tests: a system user with a home, the test key and a sudo rule.
+OPERATOR_USER = "preflight-op"
+OPERATOR_SUDOERS = Path("/etc/sudoers.d/preflight-test-operator")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -86,6 +89,10 @@ class SshFleet:
                         f"Subsystem sftp {_sftp_server()}",
                         # The controller's Python environment, so modules run where the test installed deps.
                         "AcceptEnv LANG LC_*",
+                        # The unprivileged operator login (operator_user()): sshd reads authorized keys as
+                        # that user, who cannot read the test's workdir, so its key sits in its own home.
+                        f"Match User {OPERATOR_USER}",
+                        "    AuthorizedKeysFile .ssh/authorized_keys",
                         "",
                     ]
                 )
@@ -114,11 +121,13 @@ class SshFleet:
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(self.client_key),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-            "-o ConnectTimeout=5 -o ControlPath=none",
+            "-o ConnectTimeout=5",
             # The node's Python: the interpreter running the tests has every module dependency.
             "ansible_python_interpreter": sys.executable,
         }
-        hosts = {name: {"ansible_host": addr} for name, addr in zip(self.hostnames(), self.addresses, strict=True)}
+        # Every test host is this one machine: each gets a run lock of its own (a real node has one).
+        hosts = {name: {"ansible_host": addr, "preflight_lock_file": str(self.workdir / "locks" / f"{name}.lock")}
+                 for name, addr in zip(self.hostnames(), self.addresses, strict=True)}
         for i, addr in enumerate(self.unreachable):
             hosts[f"dead{i + 1}"] = {"ansible_host": addr}
         doc = {"all": {"vars": {**common, **(extra_vars or {})}, "children": {group: {"hosts": hosts}}}}
@@ -170,3 +179,57 @@ def run_playbook(
     return subprocess.run(
         cmd, cwd=REPO, env=env or ansible_env(), capture_output=True, text=True, timeout=timeout
     )
+
+
+@dataclass
+class OperatorUser:
+    """The unprivileged SSH login of become tests, as operator_user() left it."""
+
+    name: str
+    home: Path
+
+    def inventory_vars(self, become: bool) -> dict:
+        """Connection variables for a group of hosts that log in as this user, with or without become."""
+        return {"ansible_user": self.name, "ansible_become": become}
+
+
+def operator_user(client_key: Path, name: str = OPERATOR_USER) -> OperatorUser:
+    """Create (idempotently) an unprivileged system user that logs in with the test key and may sudo as root
+    without a password (a sudoers.d drop-in, checked with visudo before it is installed).
+
+    The test sshd processes run as root, so they can log this user in; their configuration points its
+    authorized keys at ~/.ssh/authorized_keys. remove_operator_user() takes user, home and drop-in away.
+    """
+    if not Path("/usr/bin/sudo").exists():
+        raise RuntimeError("sudo is not installed: run `make system-deps` (become tests escalate with sudo)")
+    exists = subprocess.run(["id", "-u", name], capture_output=True).returncode == 0
+    if not exists:
+        subprocess.run(
+            ["useradd", "--system", "--create-home", "--home-dir", f"/var/lib/{name}", "--shell", "/bin/sh", name],
+            check=True,
+        )
+    # useradd leaves the password "!" (locked); sshd without PAM refuses a locked account even for a key.
+    # "*": no password can ever match, and the account is not locked.
+    subprocess.run(["usermod", "--password", "*", name], check=True)
+    home = Path(subprocess.run(["getent", "passwd", name], capture_output=True, text=True, check=True)
+                .stdout.split(":")[5])
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(Path(f"{client_key}.pub").read_text())
+    keys.chmod(0o600)
+    subprocess.run(["chown", "-R", f"{name}:", str(ssh_dir)], check=True)
+    staged = OPERATOR_SUDOERS.with_name(f".{OPERATOR_SUDOERS.name}.new")
+    staged.write_text(f"# Written by Preflight's tests (tests/sshfleet.py); removed at the end of the session.\n"
+                      f"{name} ALL=(ALL) NOPASSWD: ALL\n")
+    staged.chmod(0o440)
+    subprocess.run(["visudo", "-cq", "-f", str(staged)], check=True)
+    staged.replace(OPERATOR_SUDOERS)
+    return OperatorUser(name=name, home=home)
+
+
+def remove_operator_user(user: OperatorUser) -> None:
+    """Take away the sudo rule, the user and its home (the name is the tests' own; one left behind by an
+    interrupted session is reused by operator_user() and removed here)."""
+    OPERATOR_SUDOERS.unlink(missing_ok=True)
+    subprocess.run(["userdel", "--remove", user.name], capture_output=True)

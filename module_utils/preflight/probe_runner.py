@@ -14,6 +14,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from .core import progress
+
 
 def probe_env(runtime_dir: str, extra: dict | None, base: dict | None = None) -> dict[str, str]:
     """The child's environment: the caller's, then `extra`, with runtime_dir first on PYTHONPATH.
@@ -88,10 +90,19 @@ class ProbeRun:
         return self.rc == 0 and not self.timed_out and self.problem is None
 
 
-def run(cmd: list[str], probe: str, env: dict[str, str], cwd: str, timeout_s: float) -> ProbeRun:
-    """Run the probe in its own process group; on timeout SIGTERM the group, then SIGKILL what is left."""
+def run(cmd: list[str], probe: str, env: dict[str, str], cwd: str, timeout_s: float,
+        log: str | None = None, heartbeat_s: float = 0.0) -> ProbeRun:
+    """Run the probe in its own process group; on timeout SIGTERM the group, then SIGKILL what is left.
+
+    With ``log``, the probe's stderr (its progress lines) goes to that file on the node as it is written, framed by
+    core/progress.py's start and end lines, so that an operator can ``tail -f`` it and slm_probe_wait can read it.
+    With ``heartbeat_s``, the probe is stopped like at its timeout when nobody has touched the log's heartbeat
+    file (slm_probe_wait does, while the controller polls) for that long: a controller that was interrupted or
+    lost the host leaves no probe running, and no THP arm set, for long.
+    """
     started = time.monotonic()
     out = ProbeRun(cmd=cmd)
+    sink = progress.open_log(log, probe) if log else subprocess.PIPE
     try:
         proc = subprocess.Popen(
             cmd,
@@ -99,24 +110,26 @@ def run(cmd: list[str], probe: str, env: dict[str, str], cwd: str, timeout_s: fl
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=sink,
             text=True,
             start_new_session=True,
         )
     except OSError as exc:
         out.problem = f"cannot start {cmd[0]}: {exc.strerror or exc}"
         out.duration_s = round(time.monotonic() - started, 3)
+        _close_log(sink, log, out)
         return out
     try:
-        out.stdout, out.stderr = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        out.timed_out = True
+        _wait(proc, out, started + timeout_s, log, heartbeat_s)
+    except BaseException:  # the module itself is being stopped (a signal): take the probe's group with it
         _stop_group(proc)
-        out.stdout, out.stderr = proc.communicate()
+        raise
+    finally:
+        _close_log(sink, log, out)
     out.rc = proc.returncode
     out.duration_s = round(time.monotonic() - started, 3)
     if out.timed_out:
-        out.problem = f"the probe ran past its timeout of {timeout_s:g} s and was stopped"
+        out.problem = out.problem or f"the probe ran past its timeout of {timeout_s:g} s and was stopped"
         return out
     out.envelope = parse_envelope(out.stdout)
     problem = envelope_problem(out.envelope, probe)
@@ -127,6 +140,31 @@ def run(cmd: list[str], probe: str, env: dict[str, str], cwd: str, timeout_s: fl
         if problem:
             out.envelope = None
     return out
+
+
+def _wait(proc: subprocess.Popen, out: ProbeRun, deadline: float, log: str | None, heartbeat_s: float) -> None:
+    """Until the probe ends, its deadline passes, or (heartbeat_s) the controller stops polling."""
+    while True:  # communicate() keeps what it read across timeouts and returns all of it at the end
+        try:
+            stdout, stderr = proc.communicate(timeout=max(0.05, min(2.0, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            stale = progress.heartbeat_age(log) if log and heartbeat_s > 0 else None
+            if time.monotonic() >= deadline or (stale is not None and stale > heartbeat_s):
+                out.timed_out = True
+                if stale is not None and stale > heartbeat_s:
+                    out.problem = (f"nobody polled the probe for {stale:.0f} s (the controller was interrupted or "
+                                   f"lost this host): stopped it and put the node back")
+                _stop_group(proc)
+                stdout, stderr = proc.communicate()
+                break
+    out.stdout, out.stderr, out.rc = stdout or "", stderr or "", proc.returncode
+
+
+def _close_log(sink, log: str | None, out: ProbeRun) -> None:
+    if log and sink is not subprocess.PIPE:
+        sink.close()
+        out.stderr = progress.close_log(log, out.rc, out.problem)
 
 
 def _stop_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:

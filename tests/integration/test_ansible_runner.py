@@ -36,7 +36,8 @@ def test_audit_runs_under_ansible_runner_and_changes_nothing(ssh_fleet, tmp_path
     assert read_sysfs() == before
     events = [json.loads(p.read_text()) for p in (artifacts / "job_events").glob("*.json")]
     plays = {e["event_data"].get("play") for e in events if e["event"] == "playbook_on_play_start"}
-    assert plays == {"Refuse to audit without --check", "Audit every node (check mode; nothing on a node changes)",
+    assert plays == {"Refuse to audit without --check", "Find the hosts that answer over SSH",
+                     "Audit every node (check mode; nothing on a node changes)",
                      "Write the Preflight reports on the controller"}
     stats = next(e for e in events if e["event"] == "playbook_on_stats")["event_data"]
     assert set(stats["ok"]) >= {"node1", "node2", "localhost"} and not stats["failures"]

@@ -338,3 +338,91 @@ def test_molecule_default_scenario(restore_kernel_tunables, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert NR_HUGEPAGES.read_text().strip() == "0"
     assert not SYSCTL_FILE.exists()
+
+
+# --- GRUB: a fake bootloader (there is none on this machine) ------------------------------------------------
+FAKE_UPDATE_GRUB = Path("/usr/local/sbin/update-grub")
+GRUB_DEFAULTS = """\
+GRUB_DEFAULT=0
+GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
+GRUB_CMDLINE_LINUX_DEFAULT="quiet"
+GRUB_CMDLINE_LINUX='console=ttyS0 rhgb' # serial console
+"""
+SITE_THP_THEN_HUGEPAGES = """\
+- name: Site order, the two roles that edit the kernel command line
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: thp
+    - role: hugepages
+"""
+
+
+@pytest.fixture
+def fake_bootloader(tmp_path):
+    """A GRUB defaults file in the test's tmp dir and a FAKE update-grub (this VM has no bootloader) that only
+    logs its calls; the roles find it on PATH like the real one. Removed afterwards."""
+    if FAKE_UPDATE_GRUB.exists():
+        pytest.skip(f"{FAKE_UPDATE_GRUB} exists on this machine; the fake would replace it")
+    calls = tmp_path / "update-grub.calls"
+    FAKE_UPDATE_GRUB.write_text(
+        f"#!/bin/sh\n# FAKE update-grub of tests/integration (no bootloader here)\necho run >> {calls}\n"
+    )
+    FAKE_UPDATE_GRUB.chmod(0o755)
+    defaults = tmp_path / "grub"
+    defaults.write_text(GRUB_DEFAULTS)
+    try:
+        yield defaults, calls
+    finally:
+        FAKE_UPDATE_GRUB.unlink(missing_ok=True)
+
+
+def test_site_thp_then_1g_pages_on_grub_then_operator_edit_then_rollback_is_byte_exact(sandbox, fake_bootloader):
+    """Issue 15 defect 2: the hugepages rollback used to copy back a whole-file backup taken after the thp role
+    had added its option (and lost every later edit); now both rollbacks take out exactly what they added."""
+    defaults, calls = fake_bootloader
+    (sandbox.tmp / "site.yml").write_text(SITE_THP_THEN_HUGEPAGES)
+    variables = {
+        "thp_persist": ["kernel_cmdline"],
+        "thp_state_dir": str(sandbox.tmp / "thp-state"),
+        "__thp_grub_defaults_file": str(defaults),
+        "__hugepages_grub_default": str(defaults),
+        "hugepages_size": "1G",
+        "hugepages_count": 0,
+    }
+    site = run_playbook(sandbox.tmp / "site.yml", sandbox.inventory, "--limit", "node1", "-e", json.dumps(variables))
+    assert site.returncode == 0, site.stdout[-3000:]
+    applied = GRUB_DEFAULTS.replace("rhgb'", "rhgb transparent_hugepage=madvise hugepagesz=1G hugepages=0'")
+    assert defaults.read_text() == applied
+    words = subprocess.run(["bash", "-c", f'. "{defaults}"; printf "%s" "$GRUB_CMDLINE_LINUX"'],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert words == ["console=ttyS0", "rhgb", "transparent_hugepage=madvise", "hugepagesz=1G", "hugepages=0"]
+    assert "backup" not in json.dumps(json.loads((sandbox.state / "state.json").read_text()))
+
+    operator = applied.replace("hugepages=0'", "hugepages=0 nosmt'") + "# operator: nosmt\n"
+    defaults.write_text(operator)
+    rollback = run_playbook("playbooks/rollback.yml", sandbox.inventory, "--limit", "node1", "--tags",
+                            "thp,hugepages", "-e", json.dumps(variables))
+
+    assert rollback.returncode == 0, rollback.stdout[-3000:]
+    assert defaults.read_text() == GRUB_DEFAULTS.replace("rhgb'", "rhgb nosmt'") + "# operator: nosmt\n"
+    assert calls.read_text().count("run") == 4  # thp and hugepages, at apply and at rollback
+
+
+def test_rollback_stops_before_any_change_when_the_pair_preflight_wrote_was_changed(sandbox, fake_bootloader):
+    defaults, _ = fake_bootloader
+    variables = {"__hugepages_grub_default": str(defaults), "hugepages_size": "1G", "hugepages_count": 0}
+    assert sandbox.run(variables).returncode == 0
+    changed = defaults.read_text().replace("hugepages=0", "hugepages=2")
+    defaults.write_text(changed)
+
+    rollback = run_playbook("playbooks/rollback.yml", sandbox.inventory, "--limit", "node1", "--tags", "hugepages",
+                            "-e", json.dumps(variables))
+
+    assert rollback.returncode != 0
+    assert (
+        f"{defaults}: GRUB_CMDLINE_LINUX no longer holds what Preflight wrote (hugepagesz=1G hugepages=0); it now "
+        "has hugepagesz=1G hugepages=2: the record is kept" in flat(rollback.stdout)
+    )
+    assert defaults.read_text() == changed and (sandbox.state / "state.json").exists()
+    defaults.write_text(changed.replace("hugepages=2", "hugepages=0"))  # lets the fixture's rollback finish

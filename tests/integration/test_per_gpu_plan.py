@@ -1,14 +1,15 @@
-"""playbooks/tasks/per_gpu.yml, run by the real ansible-playbook: a per_gpu plan entry becomes one run per GPU.
+"""playbooks/tasks/per_gpu.yml, run by the real ansible-playbook: the plan made for a node passes the node facts
+and probe_plan to the module and comes back as the plan the probe loops read.
 
-The node facts are given to the play (this machine has no GPU): two GPUs, and none. What runs the probes
-afterwards (run_probe.yml passing --gpu) is covered by the probes' own tests and the bootstrap tests.
+The node facts are given to the play (this machine has no GPU). The decisions themselves (per-GPU expansion,
+skips, shared servers, validation) are unit-tested in tests/unit/test_core_plan.py and test_core_plan_servers.py;
+what runs the suite afterwards is covered by the bootstrap tests and the probes' own tests.
 """
 
 from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
 from tests.sshfleet import REPO, ansible_env, run_playbook
@@ -39,6 +40,9 @@ def expand(tmp_path, gpus):
                 "gpus": [{"index": i} for i in gpus], "gpus_reason": None if gpus else "NVML not available"}}},
             "__preflight_plan": {"run": [item("ttft", "ttft", False), item("ttft_per_gpu", "ttft", True)],
                                  "skipped": []},
+            "probe_plan": {"ttft": {"levels": ["full"], "options": {"warm": 10}},
+                           "ttft_per_gpu": {"probe": "ttft", "levels": ["full"], "per_gpu": True,
+                                            "options": {"warm": 20}}},
             "preflight_run": {"planned": ["ttft", "ttft_per_gpu"], "skipped": [{"probe": "kv", "reason": "level"}]},
         },
         "tasks": [
@@ -53,42 +57,13 @@ def expand(tmp_path, gpus):
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("gpus", [[0, 1], [0, 1, 2, 3]])
-def test_a_per_gpu_entry_runs_once_on_each_gpu_and_the_certificate_run_once(tmp_path, gpus):
-    got = expand(tmp_path, gpus)
-    runs = [(r["name"], r["gpu"]) for r in got["plan"]["run"]]
-    assert runs == [("ttft", None)] + [(f"ttft_per_gpu_{i}", i) for i in gpus]
-    assert got["run"]["planned"] == ["ttft"] + [f"ttft_per_gpu_{i}" for i in gpus]
+def test_per_gpu_servers_run_side_by_side_and_the_record_names_each_gpu_s_run(tmp_path):
+    got = expand(tmp_path, [0, 1])
+    side_by_side = "ttft_per_gpu_0+ttft_per_gpu_1 (side by side on GPUs 0, 1)"
+    assert [r["name"] for r in got["plan"]["run"]] == ["ttft", side_by_side]
+    suite = got["plan"]["by_probe"]["suite"][0]
+    assert [[(m["name"], m["options"]) for m in server] for server in suite["servers"]] == [
+        [("ttft_per_gpu_0", {"warm": 20, "gpu": 0})], [("ttft_per_gpu_1", {"warm": 20, "gpu": 1})]]
+    assert got["plan"]["by_probe"]["ttft"][0]["name"] == "ttft"
+    assert got["run"]["planned"] == ["ttft", "ttft_per_gpu_0", "ttft_per_gpu_1"]
     assert got["run"]["skipped"] == [{"probe": "kv", "reason": "level"}]
-
-
-def test_a_node_without_gpus_skips_the_per_gpu_entry_and_says_why(tmp_path):
-    got = expand(tmp_path, [])
-    assert [(r["name"], r["gpu"]) for r in got["plan"]["run"]] == [("ttft", None)]
-    assert got["run"]["planned"] == ["ttft"]
-    assert got["run"]["skipped"][-1] == {"probe": "ttft_per_gpu",
-                                         "reason": "per GPU: node_facts lists no GPUs (NVML not available)"}
-
-
-def test_per_gpu_is_validated_with_the_plan_before_anything_changes(tmp_path):
-    play = [{
-        "name": "Plan",
-        "hosts": "localhost",
-        "gather_facts": False,
-        "vars": {
-            "preflight_level": "full",
-            "preflight_level_budget_s": {"quick": 60, "standard": 900, "full": 3600},
-            "probe_model": "tiny",
-            "probe_plan": {
-                "ttft_each": {"probe": "ttft", "levels": ["full"], "per_gpu": "yes"},
-                "load_each": {"probe": "load", "levels": ["full"], "per_gpu": True},
-            },
-        },
-        "tasks": [{"name": "Plan", "ansible.builtin.import_tasks": str(REPO / "playbooks/tasks/plan.yml")}],
-    }]
-    proc = run_play(tmp_path, play)
-    assert proc.returncode != 0
-    text = " ".join(proc.stdout.split())
-    assert "probe_plan.ttft_each.per_gpu: 'yes' is not allowed; allowed: true, false" in text
-    assert ("probe_plan.load_each.per_gpu: only the vLLM probes (ttft, kv, batching) run per GPU; "
-            "load measures every GPU itself") in text

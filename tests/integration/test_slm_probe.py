@@ -199,5 +199,8 @@ def test_documentation_parses_and_lists_every_option():
                            "slm_probe"], cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)["slm_probe"]["doc"]
-    assert set(doc["options"]) == {"probe", "name", "options", "python", "runtime_dir", "env", "timeout"}
-    assert doc["options"]["probe"]["choices"] == list(catalog.PROBES)
+    assert set(doc["options"]) == {"probe", "name", "servers", "options", "python", "runtime_dir", "env", "timeout",
+                                   "log_dir", "heartbeat", "thp_mode"}
+    assert doc["options"]["probe"]["choices"] == [*catalog.PROBES, catalog.SUITE_PROBE]
+    assert doc["options"]["thp_mode"]["choices"] == list(catalog.THP_ENABLED_CHOICES)
+    assert doc["options"]["log_dir"]["default"] == catalog.PROBE_LOG_DIR

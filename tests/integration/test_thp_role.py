@@ -381,3 +381,126 @@ def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp, 
     # The scenario's cleanup is the role's rollback: the machine is as it was.
     assert snapshot() == before
     assert not UNIT.exists() and not UNIT_LINK.is_symlink()
+
+
+# --- GRUB: a fake bootloader (there is none on this machine) ------------------------------------------------
+FAKE_UPDATE_GRUB = Path("/usr/local/sbin/update-grub")
+GRUB_DEFAULTS = """\
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=5
+GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
+GRUB_CMDLINE_LINUX_DEFAULT="quiet"
+export GRUB_CMDLINE_LINUX='console=ttyS0 transparent_hugepage=never' # serial console
+"""
+
+
+@pytest.fixture
+def fake_bootloader(tmp_path):
+    """A GRUB defaults file in the test's tmp dir and a FAKE update-grub (this VM has no bootloader) that only
+    logs its calls; the role finds it on PATH like the real one. Removed afterwards."""
+    if FAKE_UPDATE_GRUB.exists():
+        pytest.skip(f"{FAKE_UPDATE_GRUB} exists on this machine; the fake would replace it")
+    calls = tmp_path / "update-grub.calls"
+    FAKE_UPDATE_GRUB.write_text(
+        f"#!/bin/sh\n# FAKE update-grub of tests/integration (no bootloader here)\necho run >> {calls}\n"
+    )
+    FAKE_UPDATE_GRUB.chmod(0o755)
+    defaults = tmp_path / "grub"
+    defaults.write_text(GRUB_DEFAULTS)
+    defaults.chmod(0o600)
+    try:
+        yield defaults, calls
+    finally:
+        FAKE_UPDATE_GRUB.unlink(missing_ok=True)
+
+
+def sourced_words(path: Path, variable: str = "GRUB_CMDLINE_LINUX") -> list[str]:
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    out = subprocess.run(["bash", "-c", f'. "{path}"; printf "%s" "${variable}"'], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_kernel_cmdline_changes_only_its_option_and_rollback_keeps_the_operator_s_later_edits(
+    thp_run, clean_thp, fake_bootloader
+):
+    defaults, calls = fake_bootloader
+    set_thp("always", "defer", "0")
+    grub_vars = {"thp_persist": ["kernel_cmdline"], "__thp_grub_defaults_file": str(defaults)}
+
+    check = thp_run(APPLY, "--check", "--diff", **grub_vars)
+    assert check.proc.returncode == 0, check.output
+    assert defaults.read_text() == GRUB_DEFAULTS and not calls.exists()
+    assert "-export GRUB_CMDLINE_LINUX='console=ttyS0 transparent_hugepage=never' # serial console" in check.output
+    assert "+export GRUB_CMDLINE_LINUX='console=ttyS0 transparent_hugepage=madvise' # serial console" in check.output
+
+    first = thp_run(APPLY, **grub_vars)
+    assert first.proc.returncode == 0, first.output
+    assert defaults.read_text() == GRUB_DEFAULTS.replace("transparent_hugepage=never", "transparent_hugepage=madvise")
+    assert sourced_words(defaults) == ["console=ttyS0", "transparent_hugepage=madvise"]
+    assert oct(defaults.stat().st_mode & 0o777) == "0o600" and calls.read_text() == "run\n"
+    assert json.loads(thp_run.state_file.read_text())["kernel_cmdline"]["replaced"] == ["transparent_hugepage=never"]
+    again = thp_run(APPLY, **grub_vars)
+    assert again.proc.returncode == 0 and again.recap["node1"]["changed"] == 0, again.output
+
+    # The operator adds a kernel option on the same line and a comment line after Preflight's run.
+    edited = defaults.read_text().replace("madvise'", "madvise nosmt'") + "# operator: nosmt for the audit\n"
+    defaults.write_text(edited)
+    rollback = thp_run(ROLLBACK, "--tags", "thp")
+    assert rollback.proc.returncode == 0, rollback.output
+    assert defaults.read_text() == GRUB_DEFAULTS.replace("never'", "never nosmt'") + "# operator: nosmt for the audit\n"
+    assert not thp_run.state_file.exists() and calls.read_text() == "run\nrun\n"
+
+
+def test_rollback_stops_and_keeps_the_record_when_the_file_no_longer_holds_preflight_s_option(
+    thp_run, clean_thp, fake_bootloader
+):
+    defaults, _ = fake_bootloader
+    grub_vars = {"thp_persist": ["kernel_cmdline"], "__thp_grub_defaults_file": str(defaults)}
+    assert thp_run(APPLY, **grub_vars).proc.returncode == 0
+    changed = defaults.read_text().replace("transparent_hugepage=madvise", "transparent_hugepage=always")
+    defaults.write_text(changed)
+
+    rollback = thp_run(ROLLBACK, "--tags", "thp")
+
+    assert rollback.proc.returncode != 0
+    assert rollback.failures["node1"] == (
+        f"THP rollback stopped before changing anything, the record {thp_run.state_file} is kept: {defaults}: "
+        "GRUB_CMDLINE_LINUX no longer holds what Preflight wrote (transparent_hugepage=madvise); it now has "
+        "transparent_hugepage=always: the record is kept, put the options back as they were or edit the file by "
+        "hand and remove the record"
+    )
+    assert defaults.read_text() == changed and thp_run.state_file.exists()
+
+
+def test_a_grub_line_that_cannot_be_read_with_certainty_is_refused_before_anything_changes(
+    thp_run, clean_thp, fake_bootloader
+):
+    defaults, calls = fake_bootloader
+    unreadable = GRUB_DEFAULTS + 'GRUB_CMDLINE_LINUX="$(cat /etc/kernel/cmdline)"\n'
+    defaults.write_text(unreadable)
+    before = set_thp("always", "defer", "0")
+
+    run = thp_run(APPLY, thp_persist=["kernel_cmdline"], __thp_grub_defaults_file=str(defaults))
+
+    assert run.proc.returncode != 0
+    assert run.failures["node1"] == (
+        f"node1: THP variables rejected, nothing was changed: thp_persist: kernel_cmdline cannot edit {defaults}: "
+        f"{defaults} line 6: command substitution $(...); Preflight does not edit a line it cannot read with "
+        'certainty (nothing was written): rewrite it as NAME="words" or make the change by hand'
+    )
+    assert defaults.read_text() == unreadable and snapshot() == before and not calls.exists()
+
+
+def test_a_record_is_refused_while_a_probe_holds_thp_for_an_a_b_arm(thp_run, clean_thp):
+    """The mode a probe set for an A/B arm is not the node's own: the role records nothing and changes nothing."""
+    from tests.moduleutils import module_util
+
+    thp_arm = module_util("preflight.core.thp_arm")
+    original = selected(ENABLED)
+    arm = "never" if original != "never" else "always"
+    with thp_arm.ThpArm(arm, probe="load_thp_ab"):
+        run = thp_run(APPLY)
+        assert run.proc.returncode != 0
+        assert f"THP is held for an A/B arm by pid {os.getpid()} (load_thp_ab" in " ".join(run.output.split())
+        assert selected(ENABLED) == arm and not thp_run.state_file.exists()
+    assert selected(ENABLED) == original

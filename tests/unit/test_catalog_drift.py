@@ -1,7 +1,8 @@
 """The same fact written in several places must say the same thing everywhere.
 
 Each role's defaults/main.yml (the project defaults), meta/argument_specs.yml (what ansible-core checks) and
-the comments that list allowed values, group_vars/*.yml, and module_utils/preflight/core/catalog.py where the
+the comments that list allowed values, roles/preflight_defaults/defaults/main.yml (the project-wide defaults),
+the example inventory's inventory/group_vars/*.yml, and module_utils/preflight/core/catalog.py where the
 catalog owns the fact (THP choices and defaults, levels and budgets, probe names, model shapes).
 """
 
@@ -19,7 +20,9 @@ catalog = module_util("preflight.core.catalog")
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("thp", "hugepages", "jemalloc", "probe_runtime")
-GROUP_VARS = sorted((REPO / "group_vars").glob("*.yml"))
+# Project-wide defaults (a role's defaults: the lowest precedence) and the example inventory's group files.
+PROJECT_DEFAULTS = REPO / "roles" / "preflight_defaults" / "defaults" / "main.yml"
+GROUP_VARS = [PROJECT_DEFAULTS, *sorted((REPO / "inventory" / "group_vars").glob("*.yml"))]
 # '# name: a | b | c ...' or '# name: list of a, b ...' / 'any of a, b ...'
 COMMENT = re.compile(r"^\s*#\s*(\w+):\s*(.*)$")
 WORD = r"[\w.+-]+"
@@ -157,14 +160,15 @@ def group_vars_items():
             yield path, name, value
 
 
-def test_group_vars_all_agrees_with_every_role_default_it_repeats():
-    group = load(REPO / "group_vars" / "all.yml")
+def test_project_defaults_agree_with_every_role_default_they_repeat():
+    group = load(PROJECT_DEFAULTS)
     drift = []
     for role in ROLES:
         for name, value in role_defaults(role).items():
             if name in group and group[name] != value:
-                drift.append(f"{name}: group_vars/all.yml {group[name]!r}, roles/{role}/defaults/main.yml {value!r}")
-    assert drift == [], "group_vars/all.yml differs from the role defaults: " + "; ".join(drift)
+                drift.append(f"{name}: {PROJECT_DEFAULTS.relative_to(REPO)} {group[name]!r}, "
+                             f"roles/{role}/defaults/main.yml {value!r}")
+    assert drift == [], f"{PROJECT_DEFAULTS.relative_to(REPO)} differs from the role defaults: " + "; ".join(drift)
 
 
 def test_group_vars_values_are_among_the_role_choices():
@@ -181,7 +185,7 @@ def test_group_vars_values_are_among_the_role_choices():
 
 
 def test_levels_and_budgets_are_the_catalog_s():
-    path = REPO / "group_vars" / "all.yml"
+    path = PROJECT_DEFAULTS
     group = load(path)
     assert comment_choices(path)["preflight_level"] == list(catalog.LEVELS)
     assert group["preflight_level"] in catalog.LEVELS
@@ -192,12 +196,13 @@ def test_levels_and_budgets_are_the_catalog_s():
 
 
 def plan_comment(field: str) -> list[str]:
-    """The values the probe_plan comment of group_vars/all.yml lists for one entry field."""
-    text = (REPO / "group_vars" / "all.yml").read_text()
+    """The values the probe_plan comment of the project defaults lists for one entry field."""
+    text = PROJECT_DEFAULTS.read_text()
+    where = PROJECT_DEFAULTS.relative_to(REPO)
     match = re.search(rf"^#\s+{field}\s+(.*)$", text, re.M)
-    assert match, f"group_vars/all.yml: no '#   {field}  ...' line in the probe_plan comment"
+    assert match, f"{where}: no '#   {field}  ...' line in the probe_plan comment"
     listing = COMMA_LIST.match(match[1]) or BAR_LIST.match(match[1])
-    assert listing, f"group_vars/all.yml: the probe_plan comment of {field} lists no values: {match[1]!r}"
+    assert listing, f"{where}: the probe_plan comment of {field} lists no values: {match[1]!r}"
     return words(listing[1])
 
 
@@ -213,7 +218,7 @@ def test_probe_plan_comment_and_entries_use_the_catalog_s_names():
 
 
 def test_model_shapes_listed_anywhere_are_the_catalog_s():
-    files = [REPO / "group_vars" / "all.yml", REPO / "roles" / "probe_runtime" / "defaults" / "main.yml"]
+    files = [PROJECT_DEFAULTS, REPO / "roles" / "probe_runtime" / "defaults" / "main.yml"]
     lists = []
     for path in files:
         for match in re.finditer(rf"probes\.model\W+({WORD}(?:\s*\|\s*{WORD})+)", path.read_text()):
@@ -225,3 +230,11 @@ def test_model_shapes_listed_anywhere_are_the_catalog_s():
     assert len(lists) == 3
     for where, shapes in lists:
         assert shapes == list(catalog.MODEL_SHAPES), f"{where} lists model shapes {shapes}"
+
+
+def test_the_example_group_files_are_the_example_inventory_s_and_the_project_has_no_group_vars():
+    """Playbook group_vars outrank the inventory's: Preflight must have none (an operator's variables win)."""
+    assert not (REPO / "playbooks" / "group_vars").exists() and not (REPO / "group_vars").exists()
+    groups = yaml.safe_load((REPO / "inventory" / "example-fleet.yml").read_text())["all"]["children"]
+    files = {path.stem for path in GROUP_VARS[1:]}
+    assert files and files <= set(groups), f"inventory/group_vars/ has {files}, the example inventory {set(groups)}"

@@ -194,19 +194,25 @@ def test_rollback_plan_reads_the_record_and_the_mounts(tmp_path):
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc" / "mounts").write_text(PROC_MOUNTS)
     tree = Tree(str(tmp_path))
-    assert hv.rollback_plan(tree, "/state/state.json") == {
+    assert hv.rollback_plan(tree, "/state") == {
         "exists": False,
+        "errors": [],
         "recorded": {},
+        "write": [],
+        "cleanup": {"files": [], "dirs": []},
         "unmount": [],
         "remount": [],
+        "rmdir_mounts": [],
         "regenerate": [],
         "systemd_running": False,
     }
     (tmp_path / "state").mkdir()
     record = {"mounts": {"/mnt/a": {"was_mounted": False, "options": None}}, "regenerate": ["update-grub"]}
     (tmp_path / "state" / "state.json").write_text(json.dumps(record))
-    planned = hv.rollback_plan(tree, "/state/state.json")
+    planned = hv.rollback_plan(tree, "/state")
     assert planned["exists"] and planned["unmount"] == ["/mnt/a"] and planned["regenerate"] == ["update-grub"]
+    assert planned["rmdir_mounts"] == ["/mnt/a"] and planned["errors"] == []
     (tmp_path / "state" / "state.json").write_text("{not json")
-    with pytest.raises(ValueError):
-        hv.rollback_plan(tree, "/state/state.json")
+    assert hv.rollback_plan(tree, "/state")["errors"] == [
+        "/state/state.json cannot be used: it is not valid JSON; move it away or restore it, then run again"
+    ]

@@ -36,7 +36,7 @@ def test_a_valid_plan_has_no_errors():
 
 
 def test_the_project_s_own_probe_plan_is_valid_at_every_level():
-    group = yaml.safe_load((REPO / "group_vars" / "all.yml").read_text())
+    group = yaml.safe_load((REPO / "roles" / "preflight_defaults" / "defaults" / "main.yml").read_text())
     for level in catalog.LEVELS:
         assert plan.plan_errors(level, group["preflight_level_budget_s"], "tiny", group["probe_plan"]) == []
 
@@ -140,7 +140,7 @@ def test_the_plan_runs_in_catalog_probe_order_and_expands_thp_modes():
     assert got["skipped"] == []
     assert got["by_probe"] == {
         "load": got["run"][:1], "generate": got["run"][1:3], "ttft": got["run"][3:5], "kv": got["run"][5:],
-        "batching": []}
+        "batching": [], "suite": []}
 
 
 def test_a_level_that_does_not_include_an_entry_skips_it_with_the_reason():

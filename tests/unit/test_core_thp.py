@@ -19,11 +19,14 @@ SETTINGS = {
 }
 GOOD = dict(catalog.THP_DEFAULTS)
 NO_GRUB = {"kind": None, "reason": "no bootloader config found: /etc/default/grub does not exist; only GRUB is managed",
-           "defaults_file": "/etc/default/grub", "regenerate": None, "current_line": None, "wanted_line": None,
-           "option": None}
-GRUB = {"kind": "grub", "reason": None, "defaults_file": "/etc/default/grub", "regenerate": ["/usr/sbin/update-grub"],
-        "current_line": 'GRUB_CMDLINE_LINUX=""', "wanted_line": 'GRUB_CMDLINE_LINUX="transparent_hugepage=madvise"',
-        "option": None}
+           "error": None, "defaults_file": "/etc/default/grub", "regenerate": None, "mode": None, "content": None,
+           "changed": False, "edit": None, "option": None}
+# What core/grub.py apply records for 'GRUB_CMDLINE_LINUX=""' -> '"transparent_hugepage=madvise"'.
+EDIT = {"file": "/etc/default/grub", "variable": "GRUB_CMDLINE_LINUX", "line": 1,
+        "added": ["transparent_hugepage=madvise"], "replaced": [], "requoted_from": None, "appended_line": None}
+GRUB = {"kind": "grub", "reason": None, "error": None, "defaults_file": "/etc/default/grub",
+        "regenerate": ["/usr/sbin/update-grub"], "mode": "0644",
+        "content": 'GRUB_CMDLINE_LINUX="transparent_hugepage=madvise"\n', "changed": True, "edit": EDIT, "option": None}
 SKIPPED = {"changed": False, "skipped": True}
 
 
@@ -85,14 +88,25 @@ def test_record_keeps_the_first_replaced_value_and_carries_the_catalog_schema_ve
     assert thp.record(first["state"], later, ["systemd"], NO_GRUB, "T2") == {"state": first["state"], "changes": 0}
 
 
-def test_record_keeps_the_grub_option_only_when_the_line_changes_and_none_is_recorded():
+def test_record_keeps_exactly_what_the_grub_edit_adds_and_replaces_only_when_the_file_changes():
     planned = [{**p, "current": p["desired"]} for p in thp.plan(GOOD, SETTINGS)]
     made = thp.record({}, planned, ["kernel_cmdline"], GRUB, "T")
     assert made["changes"] == 1
-    assert made["state"]["kernel_cmdline"] == {"file": "/etc/default/grub", "variable": "GRUB_CMDLINE_LINUX",
-                                               "original_option": None, "recorded_at": "T"}
+    assert made["state"]["kernel_cmdline"] == {**EDIT, "recorded_at": "T"}
     assert thp.record(made["state"], planned, ["kernel_cmdline"], GRUB, "T2")["changes"] == 0
     assert thp.record({}, planned, ["systemd"], GRUB, "T")["changes"] == 0
+    unchanged = {**GRUB, "changed": False, "edit": None}
+    assert thp.record({}, planned, ["kernel_cmdline"], unchanged, "T")["changes"] == 0
+
+
+def test_a_later_run_with_another_value_keeps_what_preflight_replaced_first():
+    planned = [{**p, "current": p["desired"]} for p in thp.plan(GOOD, SETTINGS)]
+    first = {**EDIT, "added": ["transparent_hugepage=madvise"], "replaced": ["transparent_hugepage=always"]}
+    state = thp.record({}, planned, ["kernel_cmdline"], {**GRUB, "edit": first}, "T")["state"]
+    later = {**EDIT, "added": ["transparent_hugepage=never"], "replaced": ["transparent_hugepage=madvise"]}
+    made = thp.record(state, planned, ["kernel_cmdline"], {**GRUB, "edit": later}, "T2")
+    assert made["changes"] == 1
+    assert made["state"]["kernel_cmdline"] == {**first, "added": ["transparent_hugepage=never"], "recorded_at": "T"}
 
 
 def unit(written=SKIPPED, link=SKIPPED, start=SKIPPED):

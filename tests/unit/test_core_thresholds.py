@@ -1,5 +1,5 @@
-"""core/thresholds.py is the one place for thresholds and the outlier score: group_vars/all.yml documents the
-same values, and every group file's overrides are valid."""
+"""core/thresholds.py is the one place for thresholds and the outlier score: the project defaults
+(roles/preflight_defaults/defaults/main.yml) document the same values, and every group file's overrides are valid."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import yaml
 from tests.moduleutils import module_util
 
 thresholds = module_util("preflight.core.thresholds")
-GROUP_VARS = Path(__file__).resolve().parents[2] / "group_vars"
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_DEFAULTS = REPO / "roles" / "preflight_defaults" / "defaults" / "main.yml"
+GROUP_VARS = REPO / "inventory" / "group_vars"
 
 
 def all_yml() -> dict:
-    return yaml.safe_load((GROUP_VARS / "all.yml").read_text())
+    return yaml.safe_load(PROJECT_DEFAULTS.read_text())
 
 
 def test_group_vars_document_every_threshold_with_the_built_in_defaults():
@@ -35,7 +37,7 @@ def test_every_numeric_threshold_has_a_direction_a_default_and_advice_only_for_k
 
 
 def test_every_group_file_has_valid_thresholds():
-    files = sorted(GROUP_VARS.glob("*.yml"))
+    files = [PROJECT_DEFAULTS, *sorted(GROUP_VARS.glob("*.yml"))]
     overrides = {f.name: (yaml.safe_load(f.read_text()) or {}).get("preflight_thresholds") for f in files}
     assert any(overrides.values())
     for name, value in overrides.items():

@@ -123,28 +123,81 @@ def test_proc_mounts_spelling_matches_the_requested_options():
 
 
 @pytest.mark.parametrize(
-    ("before", "tokens", "after"),
+    ("before", "tokens", "after", "replaced"),
     [
         (
             'GRUB_CMDLINE_LINUX=""\n',
             ["hugepagesz=1G", "hugepages=4"],
             'GRUB_CMDLINE_LINUX="hugepagesz=1G hugepages=4"\n',
+            [],
         ),
         (
             'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=2 hugepagesz=2M hugepages=8"\n',
             ["hugepagesz=1G", "hugepages=0:2,1:2"],
-            'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepagesz=2M hugepages=8 hugepagesz=1G hugepages=0:2,1:2"\n',
+            'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=0:2,1:2 hugepagesz=2M hugepages=8"\n',
+            ["hugepagesz=1G", "hugepages=2"],
         ),
-        ('GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=2"\n', None, 'GRUB_CMDLINE_LINUX="quiet"\n'),
         (
             "GRUB_TIMEOUT=5",
             ["hugepagesz=1G", "hugepages=1"],
             'GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX="hugepagesz=1G hugepages=1"\n',
+            [],
+        ),
+        (
+            "GRUB_CMDLINE_LINUX='quiet splash' # keep\n",
+            ["hugepagesz=1G", "hugepages=4"],
+            "GRUB_CMDLINE_LINUX='quiet splash hugepagesz=1G hugepages=4' # keep\n",
+            [],
         ),
     ],
 )
-def test_grub_cmdline_pair_is_replaced_in_place(before, tokens, after):
-    assert persist.edit_grub_cmdline(before, "1G", tokens) == after
+def test_grub_cmdline_pair_is_replaced_in_place_or_appended_and_recorded(before, tokens, after, replaced):
+    edit = persist.edit_grub_cmdline(before, "/etc/default/grub", "1G", tokens)
+    assert (edit["text"], edit["record"]["added"], edit["record"]["replaced"]) == (after, tokens, replaced)
+
+
+def test_two_pairs_of_the_same_size_are_refused_the_kernel_ignores_the_second():
+    text = 'GRUB_CMDLINE_LINUX="hugepagesz=1G hugepages=2 quiet hugepagesz=1048576k hugepages=4"\n'
+    with pytest.raises(persist.grub.GrubError) as refused:
+        persist.edit_grub_cmdline(text, "/etc/default/grub", "1G", ["hugepagesz=1G", "hugepages=8"])
+    assert str(refused.value) == (
+        "/etc/default/grub: GRUB_CMDLINE_LINUX has 2 groups hugepagesz=1G hugepages=2 / hugepagesz=1048576k "
+        "hugepages=4 (lines 1, 1); the kernel keeps only the first: remove all but one by hand (nothing was written)"
+    )
+
+
+def test_the_record_of_the_grub_file_keeps_what_was_replaced_first_and_no_whole_file_copy():
+    grub = {"kind": "grub", "path": "/etc/default/grub", "regenerate": ["update-grub"]}
+    files = {"/etc/default/grub": {"exists": True, "content": 'GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=2"\n',
+                                   "mode": "0644"}}
+    first = planner.plan(params(size="1G", count=4), host(bootloader=grub, files=files))
+    snap = planner.snapshot(first, host(bootloader=grub, files=files), None)
+    entry = snap["files"]["/etc/default/grub"]
+    assert "backup" not in entry and planner.backups(snap, None) == []
+    assert (entry["cmdline"]["added"], entry["cmdline"]["replaced"]) == (
+        ["hugepagesz=1G", "hugepages=4"], ["hugepagesz=1G", "hugepages=2"])
+    files["/etc/default/grub"]["content"] = next(f for f in first["files"] if f["role"] == "grub")["content"]
+    later = planner.plan(params(size="1G", count=8), host(bootloader=grub, files=files))
+    merged = planner.snapshot(later, host(bootloader=grub, files=files), snap)["files"]["/etc/default/grub"]
+    assert (merged["cmdline"]["added"], merged["cmdline"]["replaced"]) == (
+        ["hugepagesz=1G", "hugepages=8"], ["hugepagesz=1G", "hugepages=2"])
+
+
+def test_rollback_of_an_older_whole_file_copy_takes_out_only_the_pair_and_keeps_the_thp_option(tmp_path):
+    # Version 1 copied the defaults file after the thp role had added its option (site order thp -> hugepages);
+    # the thp rollback has taken that option out since: the copy must not bring it back.
+    copy = 'GRUB_CMDLINE_LINUX="quiet transparent_hugepage=madvise"\n'
+    now = 'GRUB_CMDLINE_LINUX="quiet hugepagesz=1G hugepages=4 mitigations=off"\n# operator\n'
+    (tmp_path / "etc/default").mkdir(parents=True)
+    (tmp_path / "etc/default/grub").write_text(now)
+    (tmp_path / "state/files").mkdir(parents=True)
+    (tmp_path / "state/files/etc__default__grub").write_text(copy)
+    recorded = {"files": {"/etc/default/grub": {"kind": "file", "existed": True, "role": "grub",
+                                                "backup": "files/etc__default__grub"}}}
+    tree = module_util("preflight.core.tree").Tree(str(tmp_path))
+    restores = persist.grub_rollback(tree, recorded, "/state")
+    assert [(r["path"], r["content"]) for r in restores] == [
+        ("/etc/default/grub", 'GRUB_CMDLINE_LINUX="quiet mitigations=off"\n# operator\n')]
 
 
 def test_total_of_the_default_size_persists_in_sysctl_and_per_node_in_a_unit():

@@ -173,7 +173,10 @@ def test_plan_reads_the_units_through_the_tree_and_reports_other_settings(tmp_pa
         },
     ]
     assert planned["record_needed"] and planned["backups"] == []
-    assert planned["snapshot"]["files"] == {service["dropin_path"]: {"existed": False, "role": "dropin"}}
+    assert planned["snapshot"]["files"] == {
+        service["dropin_path"]: {"kind": "file", "role": "dropin", "before": None, "mode": "0644",
+                                 "written": [service["desired"]]}
+    }
     # Once recorded, an entry keeps its first value and nothing new is backed up.
     again = planner.plan(tree, _request(), lib, planned["snapshot"])
     assert again["snapshot"] == planned["snapshot"] and again["record_needed"] is False

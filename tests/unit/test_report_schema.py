@@ -47,7 +47,7 @@ def test_a_broken_document_is_rejected_with_where_and_why(tmp_path):
     del doc["run_id"]
     errors = schema.validation_errors(doc)
     assert "(document): 'run_id' is a required property" in errors
-    assert "status: 'fine' is not one of ['ok', 'failed', 'unreachable']" in errors
+    assert "status: 'fine' is not one of ['ok', 'incomplete', 'failed', 'unreachable']" in errors
     assert "checks/0/status: 'ok' is not one of ['pass', 'warn', 'fail', 'skip']" in errors
 
 

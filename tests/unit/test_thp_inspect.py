@@ -1,9 +1,7 @@
-"""The GRUB command-line arithmetic the thp role edits with (module_utils/preflight/core/thp_node.py), and
+"""The GRUB defaults file as the thp role edits and rolls it back (core/thp_node.py through core/grub.py), and
 the reading of what else sets THP at boot, on files under a temporary root (no bootloader here)."""
 
 from __future__ import annotations
-
-import pytest
 
 from tests.moduleutils import module_util
 
@@ -25,37 +23,50 @@ def node(tmp_path, files: dict[str, str]):
     return Tree(str(tmp_path))
 
 
-def test_grub_line_finds_the_last_assignment_and_unquotes_it():
-    text = DEBIAN_GRUB + "GRUB_CMDLINE_LINUX='mitigations=off'\n"
-    assert thp_node.grub_line(text, "GRUB_CMDLINE_LINUX") == (
-        "GRUB_CMDLINE_LINUX='mitigations=off'",
-        "mitigations=off",
-        "'",
+def test_the_grub_edit_keeps_quotes_comments_and_export_and_records_what_it_replaced(tmp_path):
+    text = DEBIAN_GRUB.replace('GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=always"',
+                               "export GRUB_CMDLINE_LINUX='console=ttyS0 transparent_hugepage=always' # serial")
+    tree = node(tmp_path, {"/etc/default/grub": text})
+    boot = thp_node.bootloader(tree, "/etc/default/grub", "madvise", which=lambda name: f"/usr/sbin/{name}")
+    assert boot["content"] == text.replace("transparent_hugepage=always", "transparent_hugepage=madvise")
+    assert (boot["changed"], boot["edit"]["added"], boot["edit"]["replaced"]) == (
+        True, ["transparent_hugepage=madvise"], ["transparent_hugepage=always"])
+    same = thp_node.bootloader(tree, "/etc/default/grub", "always", which=lambda name: f"/usr/sbin/{name}")
+    assert (same["changed"], same["edit"], same["content"]) == (False, None, text)
+
+
+def test_a_grub_file_that_cannot_be_read_with_certainty_is_an_error_not_a_bootloader(tmp_path):
+    tree = node(tmp_path, {"/etc/default/grub": 'GRUB_CMDLINE_LINUX="$(cat /etc/cmdline)"\n'})
+    boot = thp_node.bootloader(tree, "/etc/default/grub", "madvise", which=lambda name: f"/usr/sbin/{name}")
+    assert (boot["kind"], boot["content"]) == (None, None)
+    assert boot["error"].startswith("/etc/default/grub line 1: command substitution $(...); Preflight does not edit")
+
+
+def test_rollback_takes_out_only_preflight_s_option_and_keeps_the_operator_s_later_edit(tmp_path):
+    tree = node(tmp_path, {"/etc/default/grub": DEBIAN_GRUB})
+    boot = thp_node.bootloader(tree, "/etc/default/grub", "madvise", which=lambda name: f"/usr/sbin/{name}")
+    later = boot["content"].replace("transparent_hugepage=madvise", "transparent_hugepage=madvise mitigations=off")
+    later += "# operator: serial console kept\n"
+    tree = node(tmp_path, {"/etc/default/grub": later})
+    back = thp_node.rollback_bootloader(tree, boot["edit"], which=lambda name: f"/usr/sbin/{name}")
+    assert back["content"] == DEBIAN_GRUB.replace("transparent_hugepage=always", "transparent_hugepage=always "
+                                                  "mitigations=off") + "# operator: serial console kept\n"
+    gone = node(tmp_path, {"/etc/default/grub": later.replace("transparent_hugepage=madvise", "")})
+    stopped = thp_node.rollback_bootloader(gone, boot["edit"], which=lambda name: f"/usr/sbin/{name}")
+    assert stopped["error"] == (
+        "/etc/default/grub: GRUB_CMDLINE_LINUX no longer holds what Preflight wrote (transparent_hugepage=madvise); "
+        "it now has none of transparent_hugepage: the record is kept, put the options back as they were or edit "
+        "the file by hand and remove the record"
     )
 
 
-def test_grub_line_does_not_take_the_default_variable_for_the_plain_one():
-    assert thp_node.grub_line(DEBIAN_GRUB, "GRUB_CMDLINE_LINUX_DEFAULT")[1] == "quiet"
-    assert thp_node.grub_line(DEBIAN_GRUB, "GRUB_CMDLINE_LINUX")[1] == "console=ttyS0 transparent_hugepage=always"
-
-
-@pytest.mark.parametrize(
-    ("value", "quote", "thp", "line"),
-    [
-        (
-            "console=ttyS0 transparent_hugepage=always",
-            '"',
-            "madvise",
-            'GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=madvise"',
-        ),
-        ("console=ttyS0", "'", "never", "GRUB_CMDLINE_LINUX='console=ttyS0 transparent_hugepage=never'"),
-        ("", '"', "madvise", 'GRUB_CMDLINE_LINUX="transparent_hugepage=madvise"'),
-        ("transparent_hugepage=never quiet transparent_hugepage=always", '"', "", 'GRUB_CMDLINE_LINUX="quiet"'),
-    ],
-    ids=["replace", "add-keeping-single-quotes", "add-to-empty", "remove-every-occurrence"],
-)
-def test_wanted_grub_line_replaces_adds_or_removes_the_option(value, quote, thp, line):
-    assert thp_node.wanted_grub_line(value, quote, thp) == line
+def test_a_record_of_an_older_preflight_is_read_as_the_one_option_the_line_holds_now(tmp_path):
+    tree = node(tmp_path, {"/etc/default/grub": 'GRUB_CMDLINE_LINUX="quiet transparent_hugepage=madvise"\n'})
+    old = {"file": "/etc/default/grub", "variable": "GRUB_CMDLINE_LINUX", "original_option": "never"}
+    back = thp_node.rollback_bootloader(tree, old, which=lambda name: f"/usr/sbin/{name}")
+    assert back["content"] == 'GRUB_CMDLINE_LINUX="quiet transparent_hugepage=never"\n'
+    none = thp_node.rollback_bootloader(tree, {**old, "original_option": None}, which=lambda name: "/x")
+    assert none["content"] == 'GRUB_CMDLINE_LINUX="quiet"\n'
 
 
 def test_thp_option_is_the_last_occurrence_as_the_kernel_reads_it():
@@ -82,7 +93,8 @@ def test_grub_without_a_regenerator_is_no_bootloader_and_with_one_gives_the_line
     grub = thp_node.bootloader(tree, "/etc/default/grub", "madvise", which=lambda name: f"/usr/sbin/{name}")
     assert grub["regenerate"] == ["/usr/sbin/update-grub"]
     assert (grub["option"], grub["default_option"]) == ("always", "never")
-    assert grub["wanted_line"] == 'GRUB_CMDLINE_LINUX="console=ttyS0 transparent_hugepage=madvise"'
+    assert grub["content"] == DEBIAN_GRUB.replace('"quiet"', '"quiet transparent_hugepage=never"').replace(
+        "transparent_hugepage=always", "transparent_hugepage=madvise")
 
 
 def test_settings_read_the_bracketed_word_and_khugepaged_offers_0_and_1(tmp_path):

@@ -36,6 +36,13 @@ LEVEL_BUDGET_S = {"quick": 60, "standard": 900, "full": 3600}
 PROBES = ("load", "generate", "ttft", "kv", "batching")
 # The probes that start a vLLM server.
 VLLM_PROBES = ("ttft", "kv", "batching")
+# The probe that runs several of them on one server start, and servers on several GPUs side by side
+# (probes/suite.py); core/plan_servers.py decides which planned items share a server.
+SUITE_PROBE = "suite"
+# Where a probe's progress log is written on the node (library/slm_probe.py, core/progress.py), and how long a
+# probe runs on without the controller polling it before it is stopped and the node put back.
+PROBE_LOG_DIR = "/var/log/preflight"
+PROBE_HEARTBEAT_S = 15
 # Offline model shapes probes.model can build (probes/model.py SHAPES has one entry for each).
 MODEL_SHAPES = ("tiny", "qwen2.5-1.5b", "phi-3-mini", "smollm2-135m")
 

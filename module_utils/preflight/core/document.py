@@ -13,8 +13,12 @@ import json
 
 from . import thresholds as thresholds_mod
 from .catalog import HOST_DOCUMENT_SCHEMA_VERSION, LEVELS, THP_DEFAULTS
+from .redact import redact
 
 STATUS_ORDER = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
+# A host's run status. incomplete: the run reached the host and read its facts, but a planned probe has no
+# outcome (it did not run, fail, or get skipped with a reason): the host dropped out or the run was cut short.
+HOST_STATUSES = ("ok", "incomplete", "failed", "unreachable")
 
 # The desired state the report compares with, per role: {role: {key in the document: host variable}}.
 DESIRED_VARIABLES = {
@@ -134,7 +138,25 @@ def _status_and_error(item: dict) -> tuple[str, dict | None]:
             "task": None,
             "msg": "no facts came back: the host stopped answering or was interrupted after tuning began",
         }
+    missing = missing_probes(item.get("run"))
+    if missing:
+        return "incomplete", {
+            "task": f"probe {missing[0]}",
+            "msg": f"planned probe(s) {', '.join(missing)} recorded no result, no failure and no skip reason: "
+            "the host stopped answering or the run was interrupted before they ended. Run the probes again "
+            "(playbooks/probe.yml) once the host answers.",
+        }
     return "ok", None
+
+
+def missing_probes(run) -> list[str]:
+    """The planned probes of a run with no outcome: not in ran, not in failed, not skipped with a reason."""
+    if not isinstance(run, dict):
+        return []
+    done = {str(name) for name in run.get("ran") or []}
+    done |= {str(f.get("probe")) for f in run.get("failed") or [] if isinstance(f, dict)}
+    done |= {str(s.get("probe")) for s in run.get("skipped") or [] if isinstance(s, dict) and s.get("reason")}
+    return [str(name) for name in run.get("planned") or [] if str(name) not in done]
 
 
 def _clean(text) -> str:
@@ -186,7 +208,8 @@ def build(item: dict, run_id: str, time: str) -> dict:
         else:
             error = dict(error, msg=f"{error['msg']} Also: {text}")
     facts = item.get("facts") or None
-    return _plain(
+    # Secrets (server_env's HF_TOKEN, an --api-key on a failed probe's command line) never reach a report.
+    return redact(_plain(
         {
             "schema_version": HOST_DOCUMENT_SCHEMA_VERSION,
             "host": item["host"],
@@ -210,11 +233,11 @@ def build(item: dict, run_id: str, time: str) -> dict:
             "thresholds": thresholds,
             "timings": (item.get("timings") or {}) if fresh else {},
         }
-    )
+    ))
 
 
 def verdict(document: dict) -> str:
-    """The worst check; a host that did not finish (failed, unreachable) cannot pass."""
+    """The worst check; a host that did not finish (incomplete, failed, unreachable) cannot pass."""
     if document["status"] != "ok":
         return "fail"
     worst = max((STATUS_ORDER[c["status"]] for c in document["checks"]), default=1)
@@ -271,4 +294,4 @@ def run_line(host: str, run: dict) -> str:
         + (" - OVER BUDGET" if run.get("over_budget") else "")
         + f" (total with tuning {run.get('total_s')} s)"
     )
-    return "; ".join(parts)
+    return redact("; ".join(parts))

@@ -223,3 +223,12 @@ def gpu_facts(
         except nvml.NVMLError:
             pass
     return gpus, None
+
+
+def server_cpus(numa: dict, gpus: list[dict]) -> dict[int, list[int] | None]:
+    """The CPUs a per-GPU server is pinned to: its GPU's NUMA node's, where the node has more than one NUMA
+    node and the GPU's node is known; None (no pinning) otherwise. ``numa`` and ``gpus`` are node facts."""
+    nodes = {node["id"]: node.get("cpus") for node in numa.get("nodes") or []}
+    if len(nodes) < 2:
+        return {gpu["index"]: None for gpu in gpus}
+    return {gpu["index"]: nodes.get(gpu.get("numa_node")) or None for gpu in gpus}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .paths import normal_path, refused_dir, state_dir_errors
+
 SIZES_KB = {"2M": 2048, "1G": 1048576}
 PAGE_KB = 4
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
@@ -175,6 +177,8 @@ def validate(params: dict, host: Host) -> list[str]:
     if size_kb in host.sizes_kb and percent is not None and not errors:
         errors.extend(_cap_errors(params, host, size_kb, percent, wanted_nodes))
     errors.extend(_mount_errors(params, host))
+    if "state_dirs" in params:
+        errors.extend(state_dir_errors(params["state_dirs"], "hugepages_state_dir"))
     return errors
 
 
@@ -218,6 +222,12 @@ def _mount_errors(params: dict, host: Host) -> list[str]:
         path = mount.get("path")
         if not isinstance(path, str) or not path.startswith("/") or re.search(r"\s", path) or path == "/":
             errors.append(f"{where}.path={path!r} must be an absolute directory path without spaces (not /)")
+        elif refused_dir(normal_path(path)):
+            errors.append(
+                f"{where}.path={path!r} is {normal_path(path)} once normalised, {refused_dir(normal_path(path))}: "
+                "hugetlbfs mounted there would hide what it holds, now and (through fstab) at every boot; "
+                "give it a directory of its own, e.g. /dev/hugepages or /mnt/hugepages"
+            )
         mode = mount.get("mode")
         if not isinstance(mode, str) or not MODE_RE.match(mode):
             hint = " (quote it, e.g. '0755': unquoted YAML reads it as a number)" if isinstance(mode, int) else ""

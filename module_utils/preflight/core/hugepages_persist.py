@@ -3,12 +3,23 @@ unit, the GRUB_CMDLINE_LINUX pair; and the other tuners that set hugepages at bo
 
 from __future__ import annotations
 
-import re
-
-from .hugepages import CMDLINE_KEYS, MANAGED_BY, Host, _node_number, pagesize_kb, size_label, unescape_mount_path
+from . import grub
+from .cmdline import split_cmdline
+from .hugepages import (
+    CMDLINE_KEYS,
+    MANAGED_BY,
+    SIZES_KB,
+    Host,
+    _node_number,
+    pagesize_kb,
+    size_label,
+    unescape_mount_path,
+)
+from .tree import Tree
 
 # The sysctls that size a pool at boot: another file setting one of them competes with ours.
 POOL_SYSCTLS = ("vm.nr_hugepages", "vm.nr_hugepages_mempolicy")
+GRUB_VARIABLE = "GRUB_CMDLINE_LINUX"
 
 
 def mount_options(mount: dict, size: str, host: Host) -> dict[str, str]:
@@ -101,35 +112,64 @@ def cmdline_tokens(params: dict) -> list[str]:
     return [f"hugepagesz={params['size']}", f"hugepages={amount}"]
 
 
-def edit_grub_cmdline(text: str, size: str, tokens: list[str] | None) -> str:
-    """Replace (or drop, tokens=None) the 'hugepagesz=SIZE hugepages=N' pair in GRUB_CMDLINE_LINUX."""
-    pattern = re.compile(r'^(GRUB_CMDLINE_LINUX=)(["\']?)(.*?)\2[ \t]*$', re.M)
-    match = pattern.search(text)
-    if match is None:
-        if tokens is None:
-            return text
-        prefix = "" if text.endswith("\n") or not text else "\n"
-        return text + prefix + f'GRUB_CMDLINE_LINUX="{" ".join(tokens)}"\n'
-    words = match.group(3).split()
-    kept, index = [], 0
-    wanted_size = pagesize_kb(size)
-    while index < len(words):
-        word = words[index]
-        if word.startswith("hugepagesz=") and pagesize_kb(word.split("=", 1)[1]) == wanted_size:
-            index += 1
-            if index < len(words) and words[index].startswith("hugepages="):
-                index += 1
+def hugepages_selector(size_kb: int) -> grub.Selector:
+    """Preflight's group in a GRUB command line: 'hugepagesz=SIZE' of this size and the 'hugepages=' after it
+    (the kernel pairs them in that order)."""
+
+    def select(words: list, i: int) -> int:
+        word = words[i]
+        if word is None or grub.option_key(word) != "hugepagesz" or pagesize_kb(word.split("=", 1)[-1]) != size_kb:
+            return 0
+        after = words[i + 1] if i + 1 < len(words) else None
+        return 2 if after is not None and grub.option_key(after) == "hugepages" else 1
+
+    return select
+
+
+def edit_grub_cmdline(text: str, path: str, size: str, tokens: list[str]) -> dict:
+    """The GRUB defaults file with the 'hugepagesz=SIZE hugepages=N' pair in GRUB_CMDLINE_LINUX (core/grub.py
+    apply: text, changed and the record of exactly what was added and replaced). GrubError for a file that
+    cannot be read with certainty, or one that already holds two pairs of that size (the kernel ignores the
+    second)."""
+    return grub.apply(text, path, GRUB_VARIABLE, hugepages_selector(pagesize_kb(size)), tokens, unique=True)
+
+
+def grub_entry(recorded: dict | None, item: dict) -> dict | None:
+    """The record of the GRUB defaults file after this run: the first run's edit keeps what it replaced, a later
+    one updates what Preflight holds there now (core/grub.py merge). A record of an older Preflight (a copy of the
+    file, ``backup``) stays as it is: grub_rollback reads it. None when Preflight never changed the file."""
+    if recorded and recorded.get("backup"):
+        return recorded
+    cmdline = grub.merge((recorded or {}).get("cmdline"), item.get("cmdline"))
+    return {"kind": "file", "existed": True, "role": "grub", "cmdline": cmdline} if cmdline else recorded
+
+
+def grub_rollback(tree: Tree, recorded: dict, state_dir: str) -> list[dict]:
+    """Per GRUB defaults file of the record: the file as rollback leaves it (path, content, changed): exactly the
+    pair Preflight added taken out and what it replaced put back (core/grub.py revert), every later edit kept.
+    A record of an older Preflight (a whole-file copy, ``backup``) is read as: the pair the file holds now is
+    Preflight's, the pair of the copy is what it replaced; the copy itself is never put back (it may hold
+    another role's option or miss the operator's later edits). GrubError names the file and the difference."""
+    restores = []
+    for path, entry in sorted((recorded.get("files") or {}).items()):
+        if entry.get("role") != "grub" or not (entry.get("cmdline") or entry.get("backup")):
             continue
-        kept.append(word)
-        index += 1
-    new_words = kept + (tokens or [])
-    quote = match.group(2) or '"'
-    replacement = f"{match.group(1)}{quote}{' '.join(new_words)}{quote}"
-    return text[: match.start()] + replacement + text[match.end() :]
+        text = tree.read(path)
+        if text is None:
+            raise grub.GrubError(f"{path} is gone: the hugepages option Preflight put there cannot be taken out")
+        edit = entry.get("cmdline")
+        if edit is None:
+            original = tree.read(f"{state_dir}/{entry['backup']}")
+            edit = grub.record_from(original, text, path, GRUB_VARIABLE, hugepages_selector(SIZES_KB["1G"]))
+        reverted = grub.revert(text, path, edit)
+        restores.append({"path": path, "mode": grub.file_mode(tree, path), "content": reverted["text"],
+                         "changed": reverted["changed"]})
+    return restores
 
 
 def cmdline_has(cmdline: str, tokens: list[str]) -> bool:
-    words = cmdline.split()
+    """Whether the kernel command line holds ``tokens`` in a row, split as the kernel splits it."""
+    words = split_cmdline(cmdline)
     return any(words[i : i + len(tokens)] == tokens for i in range(len(words)))
 
 

@@ -20,6 +20,9 @@ from .hugepages_persist import (
     sysctl_content,
     unit_content,
 )
+from .hugepages_undo import file_entries
+from .paths import normal_path
+from .undo import RECORD_VERSION
 
 
 def pool_paths(size_kb: int, default_size_kb: int) -> dict:
@@ -76,7 +79,9 @@ def _pool_files(params: dict, host: Host, settings: list[dict]) -> tuple[list[di
         tokens = cmdline_tokens(params)
         if uses_cmdline:
             grub_text = host.files.get(bootloader["path"], {}).get("content") or ""
-            files.append(_file(host, "grub", bootloader["path"], edit_grub_cmdline(grub_text, "1G", tokens)))
+            # core/grub.py: only the hugepagesz=1G/hugepages= pair changes; GrubError for a file it cannot read.
+            edit = edit_grub_cmdline(grub_text, bootloader["path"], "1G", tokens)
+            files.append({**_file(host, "grub", bootloader["path"], edit["text"]), "cmdline": edit["record"]})
             reboot_required = not cmdline_has(host.cmdline, tokens)
             persistence.append(
                 {
@@ -109,7 +114,7 @@ def _mount_plan(params: dict, host: Host) -> tuple[list[dict], list[str], list[s
     mounts, to_mount, to_unmount = [], [], []
     fstab_wanted: dict[str, str | None] = {}
     for mount in params.get("mounts") or []:
-        path = mount["path"].rstrip("/") or "/"
+        path = normal_path(mount["path"])
         current = next((m for m in host.mounts if m["path"] == path), None)
         if mount.get("state", "mounted") == "absent":
             fstab_wanted[path] = None
@@ -163,6 +168,8 @@ def plan(params: dict, host: Host) -> dict:
         "pending": bool(pool_changes or file_changes or to_mount or to_unmount),
         "conflicts": conflicts(params, host, paths["sysctl_file"]) if manage_pool else [],
         "pool": host.pools.get(size_kb, {}),
+        "fstab_wanted": fstab_wanted,
+        "fstab_path": paths["fstab"],
     }
 
 
@@ -198,23 +205,14 @@ def _link(host: Host, role: str, path: str, target: str | None) -> dict:
 # ---------------------------------------------------------------------------------------------- record
 
 
-def snapshot(plan_: dict, host: Host, recorded: dict | None) -> dict:
-    """The previous state to keep for rollback; an item already recorded keeps its first value."""
+def snapshot(plan_: dict, host: Host, recorded: dict | None, state_dir_existed: bool = True) -> dict:
+    """The rollback record after this run (hugepages_undo.py): an item already recorded keeps its first value,
+    and what Preflight writes to each file is added to what it wrote before."""
     recorded = recorded or {}
     settings = dict(recorded.get("settings", {}))
     for setting in plan_["settings"]:
         settings.setdefault(setting["path"], {"name": setting["name"], "value": setting["before"]})
-    files = dict(recorded.get("files", {}))
-    for item in plan_["files"]:
-        if item["path"] in files:
-            continue
-        current = host.files.get(item["path"], {"exists": False})
-        entry = {"kind": item["kind"], "existed": bool(current.get("exists")), "role": item["role"]}
-        if item["kind"] == "link":
-            entry["target"] = current.get("link")
-        elif current.get("exists"):
-            entry["backup"] = _backup_name(item["path"])
-        files[item["path"]] = entry
+    files = file_entries(plan_, host, recorded.get("files", {}), plan_["fstab_wanted"], plan_["fstab_path"])
     mounts = dict(recorded.get("mounts", {}))
     for mount in plan_["mounts"]:
         if mount["path"] in mounts:
@@ -226,25 +224,22 @@ def snapshot(plan_: dict, host: Host, recorded: dict | None) -> dict:
             "dir_existed": host.dirs.get(mount["path"], False),
         }
     return {
-        "version": 1,
+        "version": RECORD_VERSION,
         "settings": settings,
         "files": files,
         "mounts": mounts,
         "regenerate": (host.bootloader or {}).get("regenerate", []),
+        "state_dir_created": recorded.get("state_dir_created", not state_dir_existed),
     }
 
 
-def _backup_name(path: str) -> str:
-    return "files/" + path.strip("/").replace("/", "__")
-
-
 def backups(snap: dict, recorded: dict | None) -> list[dict]:
-    """Files to copy into the state directory now: those recorded for the first time and still existing."""
+    """Files to copy into the state directory now: the GRUB defaults file, recorded for the first time."""
     old = (recorded or {}).get("files", {})
     return [
         {"path": path, "backup": entry["backup"]}
         for path, entry in snap["files"].items()
-        if entry.get("backup") and path not in old
+        if entry.get("role") == "grub" and entry.get("backup") and path not in old
     ]
 
 

@@ -12,6 +12,7 @@ import shutil
 from .facts import cpu_facts, hugepage_facts
 from .hugepages import Host, parse_buddyinfo, parse_hugetlbfs_mounts
 from .hugepages_persist import POOL_SYSCTLS
+from .paths import normal_path
 from .tree import Tree, parse_meminfo
 from .tuners import sysctl_assignments, tuned_facts
 
@@ -134,5 +135,5 @@ def read_host(tree: Tree, params: dict, paths: dict) -> Host:
         systemd_running=tree.isdir("/run/systemd/system"),
         sysctl_settings=sysctl_assignments(tree, POOL_SYSCTLS),
         tuned=tuned_state(tree),
-        dirs={m["path"].rstrip("/"): tree.isdir(m["path"]) for m in mounts_asked if isinstance(m.get("path"), str)},
+        dirs={normal_path(m["path"]): tree.isdir(m["path"]) for m in mounts_asked if isinstance(m.get("path"), str)},
     )

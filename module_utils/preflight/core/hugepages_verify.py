@@ -8,9 +8,13 @@ Pure functions of what the role's tasks registered, called by roles/hugepages/li
 from __future__ import annotations
 
 import json
+import posixpath
 
 from .hugepages import parse_hugetlbfs_mounts
+from .hugepages_undo import cleanup, files_undo, migrate
+from .paths import state_dir_errors
 from .tree import Tree
+from .undo import RecordError
 
 
 def _as_int(value) -> int:
@@ -170,18 +174,47 @@ def rollback_mounts(recorded_mounts: dict, proc_mounts: str | None) -> tuple[lis
     return unmount, remount
 
 
-def rollback_plan(tree: Tree, state_file: str) -> dict:
-    """What roles/hugepages' rollback restores on this host: the record (state.json) and the mounts to fix.
+def rollback_plan(tree: Tree, state_dir: str, state_dirs: dict | None = None) -> dict:
+    """What roles/hugepages' rollback restores on this host: the record (state.json, migrated to version 2),
+    the mounts to fix, the files to write back (hugepages_undo.py), and what to clean up afterwards.
 
-    ValueError when the record is not JSON (the operator has to look at it)."""
-    text = tree.read(state_file)
-    recorded = json.loads(text) if text is not None else {}
+    errors: every reason to stop before anything changes (a bad state directory, a file that no longer holds
+    what Preflight wrote, a record that cannot be read); the record is then kept."""
+    state_file = posixpath.join(str(state_dir), "state.json")
+    errors = state_dir_errors({**(state_dirs or {}), "hugepages_state_dir": state_dir}, "hugepages_state_dir")
+    text = tree.read(state_file) if not errors else None
+    recorded: dict = {}
+    files = {"write": [], "errors": []}
+    if text is not None:
+        try:
+            recorded = migrate(json.loads(text), lambda name: tree.read(posixpath.join(state_dir, name)))
+            files = files_undo(recorded, tree.read, tree.readlink)
+        except ValueError as exc:  # RecordError is a ValueError
+            why = str(exc) if isinstance(exc, RecordError) else "it is not valid JSON"
+            errors.append(f"{state_file} cannot be used: {why}; move it away or restore it, then run again")
+            recorded = {}
+    errors += files["errors"]
     unmount, remount = rollback_mounts(recorded.get("mounts", {}), tree.read("/proc/mounts")) if recorded else ([], [])
     return {
         "exists": text is not None,
+        "errors": errors,
         "recorded": recorded,
+        "write": files["write"],
+        "cleanup": cleanup(recorded, state_dir) if recorded else {"files": [], "dirs": []},
         "unmount": unmount,
         "remount": remount,
+        "rmdir_mounts": sorted(p for p, m in recorded.get("mounts", {}).items() if not m.get("dir_existed")),
         "regenerate": recorded.get("regenerate", []),
         "systemd_running": tree.isdir("/run/systemd/system"),
     }
+
+
+def rollback_outcome(pool_results: list[dict], rmdir_results: list[dict]) -> dict:
+    """Whether the record may go (every pool took its recorded page count: otherwise it is kept, so that a
+    later rollback can finish the job) and the warnings for what was not restored."""
+    short = [r["item"]["key"] for r in pool_results if "taken" in r and not r["taken"]]
+    warnings = [f"{path} could not be given back its recorded page count; the record is kept" for path in short]
+    warnings += [
+        f"{r['item']} was left in place: it is not empty" for r in rmdir_results if r.get("rc") not in (None, 0)
+    ]
+    return {"remove_record": not short, "warnings": warnings}

@@ -7,13 +7,11 @@ from __future__ import annotations
 import os
 
 from .jemalloc import DROPIN_NAME, dropin_content, parse_environment, preload_content, unit_name
+from .jemalloc_undo import file_entries
 from .tree import Tree
+from .undo import RECORD_VERSION
 
 UNIT_PATHS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
-
-
-def backup_name(path: str) -> str:
-    return "files/" + path.strip("/").replace("/", "__")
 
 
 def unit_sources(tree: Tree, unit: str, unit_dir: str, ours: str) -> tuple[bool, list[dict]]:
@@ -134,32 +132,30 @@ def preload_plan(tree: Tree, request: dict, library: str | None) -> tuple[dict, 
 
 
 def snapshot(
-    package: str, library: str | None, services: list[dict], preload: dict, recorded: dict | None
+    request: dict, library: str | None, services: list[dict], preload: dict, recorded: dict | None
 ) -> tuple[dict, list[dict]]:
-    """The previous state to record (an entry already recorded keeps its first value) and the files to back up."""
+    """The rollback record after this run (jemalloc_undo.py): what each file held before Preflight's first
+    change and what Preflight has written to it; whether Preflight installed the package. Version 2 keeps no
+    copies of files, so the list of files to back up is empty."""
     recorded = recorded or {}
+    package = recorded.get("package") or {
+        "name": request["package"],
+        "installed_before": library is not None,
+        "installed_by_preflight": False,
+    }
+    if request.get("installed_now"):
+        package = {**package, "installed_by_preflight": True}
     snap = {
-        "version": 1,
-        "package": recorded.get("package") or {"name": package, "installed_before": library is not None},
-        "files": dict(recorded.get("files", {})),
+        "version": RECORD_VERSION,
+        "package": package,
+        "files": file_entries(recorded.get("files", {}), services, preload, library),
         "dirs": dict(recorded.get("dirs", {})),
         "services": sorted(set(recorded.get("services", [])) | {s["unit"] for s in services}),
+        "state_dir_created": recorded.get("state_dir_created", not request.get("state_dir_existed", True)),
     }
-    touched = [(s["dropin_path"], s["current"] is not None, "dropin") for s in services]
-    if preload["managed"]:
-        touched.append((preload["path"], preload["exists"], "ld_so_preload"))
-    new_backups = []
-    for path, existed, role in touched:
-        if path in snap["files"]:
-            continue
-        entry = {"existed": existed, "role": role}
-        if existed:
-            entry["backup"] = backup_name(path)
-            new_backups.append({"path": path, "backup": entry["backup"]})
-        snap["files"][path] = entry
     for service in services:
         snap["dirs"].setdefault(service["dropin_dir"], service["dropin_dir_exists"])
-    return snap, new_backups
+    return snap, []
 
 
 def plan(tree: Tree, request: dict, library: str | None, recorded: dict | None) -> dict:
@@ -167,7 +163,7 @@ def plan(tree: Tree, request: dict, library: str | None, recorded: dict | None) 
     services, conflicts = service_plans(tree, request, library)
     preload, preload_conflicts = preload_plan(tree, request, library)
     pending = (request["enabled"] and not library) or any(s["changed"] for s in services) or preload["changed"]
-    snap, new_backups = snapshot(request["package"], library, services, preload, recorded)
+    snap, new_backups = snapshot(request, library, services, preload, recorded)
     return {
         "services": services,
         "ld_so_preload": preload,
@@ -175,5 +171,5 @@ def plan(tree: Tree, request: dict, library: str | None, recorded: dict | None) 
         "pending": bool(pending),
         "snapshot": snap,
         "backups": new_backups,
-        "record_needed": bool(pending) and snap != recorded,
+        "record_needed": bool(pending or request.get("installed_now")) and snap != recorded,
     }

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 
-from .catalog import LEVELS, MODEL_SHAPES, PROBE_LEVELS, PROBES, THP_ENABLED_CHOICES, VLLM_PROBES
+from . import plan_servers
+from .catalog import LEVELS, MODEL_SHAPES, PROBE_LEVELS, PROBES, SUITE_PROBE, THP_ENABLED_CHOICES, VLLM_PROBES
 
 ENTRY_KEYS = ("probe", "levels", "timeout_s", "thp_modes", "per_gpu", "options")
 DEFAULT_TIMEOUT_S = 1800
@@ -182,8 +183,9 @@ def plan_probes(level: str, probe_plan: dict, run_tags=("all",), skip_tags=()) -
 
 
 def with_groups(plan: dict) -> dict:
-    """The plan with by_probe made again from its run list."""
-    return dict(plan, by_probe={probe: [item for item in plan["run"] if item["probe"] == probe] for probe in PROBES})
+    """The plan with by_probe made again from its run list (the suite's shared servers among them)."""
+    return dict(plan, by_probe={probe: [item for item in plan["run"] if item["probe"] == probe]
+                                for probe in (*PROBES, SUITE_PROBE)})
 
 
 def run_record(plan: dict, level: str, budgets: dict, started_at: str) -> dict:
@@ -242,8 +244,44 @@ def skip_planned(plan: dict, run: dict, reason: str, only_vllm: bool = False) ->
     kept, gone = [], []
     for item in plan["run"]:
         (gone if item.get("vllm") or not only_vllm else kept).append(item)
-    skipped = list(run["skipped"]) + [{"probe": item["name"], "reason": reason} for item in gone]
+    skipped = list(run["skipped"]) + [{"probe": member["name"], "reason": reason}
+                                      for item in gone for member in plan_servers.members(item)]
     return with_groups(dict(plan, run=kept)), dict(run, skipped=skipped)
+
+
+# What an allocator arm of the generate probe needs on the node: node_facts' allocator key and the probe
+# option that names the library instead.
+ALLOCATOR_NEEDS = {"jemalloc": ("jemalloc_paths", "jemalloc_path"), "tcmalloc": ("tcmalloc_paths", "tcmalloc_path")}
+
+
+def missing_prerequisite(item: dict, options: dict, facts: dict) -> str | None:
+    """Why this node cannot run the item at all (decided before anything runs), or None. Facts that did not
+    come back decide nothing: the probe then says for itself."""
+    allocator = facts.get("allocator") if facts else None
+    if item["probe"] != "generate" or not allocator:
+        return None
+    for name in options.get("allocators") or []:
+        facts_key, option = ALLOCATOR_NEEDS.get(name, (None, None))
+        if facts_key and not options.get(option) and not allocator.get(facts_key):
+            return (f"skipped: the {name} arm needs lib{name}, and node_facts found none on this node "
+                    f"(install it, e.g. with jemalloc_enabled: true, or give options.{option})")
+    return None
+
+
+def for_node(plan: dict, run: dict, facts, probe_plan: dict) -> tuple[dict, dict]:
+    """The plan made for this node from its facts: per-GPU entries expanded (or skipped without GPUs), entries
+    whose prerequisite the node lacks skipped with the reason, and shared servers grouped."""
+    gpus, gpus_reason = node_gpus(facts)
+    plan, run = expand_per_gpu(plan, run, gpus, gpus_reason)
+    kept, skipped = [], list(run["skipped"])
+    for item in plan["run"]:
+        why = missing_prerequisite(item, (probe_plan.get(item["entry"]) or {}).get("options") or {}, facts or {})
+        if why:
+            skipped.append({"probe": item["name"], "reason": why})
+        else:
+            kept.append(item)
+    grouped = plan_servers.group(kept, probe_plan)
+    return with_groups(dict(plan, run=grouped)), dict(run, skipped=skipped)
 
 
 def failed_task_reason(task) -> str:

@@ -7,6 +7,7 @@ flag here against the probe's own argparse.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from .catalog import PROBES
@@ -81,6 +82,9 @@ PROBE_OPTIONS: dict[str, dict[str, Option]] = {
     "ttft": _opts(
         **_SERVER_ONE,
         warm=("--warm", "int"),
+        input_tokens=("--input-tokens", "int"),
+        output_tokens=("--output-tokens", "int"),
+        peer_rounds=("--peer-rounds", "int"),
         max_tokens=("--max-tokens", "int"),
         prompt_words=("--prompt-words", "int"),
         api=("--api", "csv"),
@@ -226,3 +230,31 @@ def redact(cmd: list[str]) -> list[str]:
 def build_command(python: str, probe: str, options: dict | None) -> list[str]:
     """[python, -m, probes, <probe>, <flags...>, --json]: an argument list, never a shell string."""
     return [python, "-m", "probes", probe, *option_args(probe, options), "--json"]
+
+
+def suite_plan(servers: list, defaults: dict | None = None) -> tuple[list[list[dict]], list[str]]:
+    """A suite item's servers (lists of members {name, probe, options}) -> the plan ``probes suite --plan``
+    takes (members {name, probe, argv}), each member's options under ``defaults`` checked as when it runs
+    alone; and every problem, prefixed with the member's name."""
+    plan, errors = [], []
+    for server in servers or []:
+        entries = []
+        for member in server or []:
+            name = member.get("name", "?")
+            try:
+                argv = option_args(member.get("probe"), dict(defaults or {}, **(member.get("options") or {})))
+            except ProbeArgumentError as err:
+                errors += [f"{name}: {e}" for e in err.errors]
+                continue
+            entries.append({"name": name, "probe": member["probe"], "argv": argv})
+        plan.append(entries)
+    if not plan or not all(plan):
+        errors.append("servers: a non-empty list of servers, each a non-empty list of members")
+    return plan, errors
+
+
+def suite_command(python: str, plan: list[list[dict]], shown: bool = False) -> list[str]:
+    """[python, -m, probes, suite, --plan, <JSON>, --json]; shown: secret values redacted, for logs."""
+    if shown:
+        plan = [[dict(m, argv=redact(m["argv"])) for m in server] for server in plan]
+    return [python, "-m", "probes", "suite", "--plan", json.dumps(plan), "--json"]

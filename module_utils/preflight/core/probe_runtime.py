@@ -355,8 +355,10 @@ def must_import(check_mode: bool, pending_copies: list, required: list) -> list[
 
 
 def imports_to_check(check_mode: bool, pending_copies: list, required: list, vllm: bool) -> list[str]:
-    """What the runtime check imports: must_import, and vLLM's modules when wanted (reported, never a failure)."""
-    return must_import(check_mode, pending_copies, required) + (list(VLLM_IMPORTS) if vllm else [])
+    """What the runtime check imports: must_import, and vLLM's modules when wanted (reported, never a failure),
+    located only (``?name``, roles/probe_runtime/files/runtime_check.py): importing vLLM costs many seconds on a
+    GPU node, and the server start of the first vLLM probe is the real test of it."""
+    return must_import(check_mode, pending_copies, required) + ([f"?{m}" for m in VLLM_IMPORTS] if vllm else [])
 
 
 def parse_check(stdout: str):

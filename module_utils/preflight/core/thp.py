@@ -6,6 +6,7 @@ Values are written into messages as Jinja's ``~`` wrote them (str()): the role's
 
 from __future__ import annotations
 
+from . import grub
 from .catalog import ROLLBACK_RECORD_SCHEMA_VERSION, THP_KHUGEPAGED_DEFRAG_CHOICES, THP_PERSIST_CHOICES
 
 CHECK_NOTE = " (check mode: nothing was written)"
@@ -78,21 +79,16 @@ def record(recorded: dict, planned: list[dict], persist: list, boot: dict, now: 
     new = {
         entry["name"]: {"path": entry["path"], "value": entry["current"], "recorded_at": now}
         for entry in planned
-        if entry["current"] != entry["desired"] and entry["name"] not in settings
+        # A knob this kernel lacks (current None: no khugepaged/defrag) has no value to give back.
+        if entry["current"] is not None and entry["current"] != entry["desired"] and entry["name"] not in settings
     }
     new_cmdline = {}
-    if (
-        "kernel_cmdline" in persist
-        and boot["kind"] == "grub"
-        and boot["current_line"] != boot["wanted_line"]
-        and "kernel_cmdline" not in recorded
-    ):
-        new_cmdline["kernel_cmdline"] = {
-            "file": boot["defaults_file"],
-            "variable": "GRUB_CMDLINE_LINUX",
-            "original_option": boot["option"],
-            "recorded_at": now,
-        }
+    kept = recorded.get("kernel_cmdline")
+    if "kernel_cmdline" in persist and boot["kind"] == "grub" and boot.get("edit") and (not kept or "added" in kept):
+        # Exactly what the GRUB edit adds and replaces (core/grub.py); a later run keeps what was replaced first.
+        merged = grub.merge(kept, {**boot["edit"], "recorded_at": now})
+        if merged != kept:
+            new_cmdline["kernel_cmdline"] = merged
     state = {**recorded, "schema_version": ROLLBACK_RECORD_SCHEMA_VERSION, "settings": {**settings, **new}}
     state.update(new_cmdline)
     return {"state": state, "changes": len(new) + len(new_cmdline)}
@@ -205,14 +201,15 @@ def result(planned: list[dict], applied: list[dict], readback: dict, outcome: di
 
 # --- Rollback ------------------------------------------------------------------------------------------------
 def rollback_plan(recorded: dict, boot: dict | None) -> dict:
-    """What rollback restores: the recorded tunables, the GRUB line (``boot``: thp_node.bootloader for the
-    recorded option, None when none was recorded), and whether the record can go (a command line that could
-    not be restored keeps it, so a later rollback can finish the job)."""
+    """What rollback restores: the recorded tunables, the GRUB file (``boot``: thp_node.rollback_bootloader,
+    None when no GRUB edit was recorded), and whether the record can go (a command line that could not be
+    restored keeps it, so a later rollback can finish the job)."""
     restore_cmdline = boot is not None and boot["kind"] == "grub"
     return {
         "settings": [
             {"name": name, "path": entry["path"], "value": entry["value"]}
             for name, entry in (recorded.get("settings") or {}).items()
+            if entry.get("value") is not None  # recorded null by older runs on a kernel without the knob
         ],
         "cmdline": boot,
         "restore_cmdline": restore_cmdline,

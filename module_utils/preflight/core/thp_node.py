@@ -6,9 +6,9 @@ not inherit). Reads only; the role's decisions on what it read are in thp.py.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
+from . import grub
 from .catalog import THP_DIR, THP_KHUGEPAGED_DEFRAG_CHOICES, THP_SIZE_KNOB
 from .cmdline import cmdline_facts
 from .sysfs import parse_choices, parse_tunable
@@ -50,67 +50,81 @@ def thp_option(cmdline: str | None) -> str | None:
     return cmdline_facts(cmdline)[0]["transparent_hugepage"]
 
 
-# --- GRUB defaults: the line the role edits (its editing behaviour is kept as it was) --------------------
-def grub_line(text: str, variable: str) -> tuple[str | None, str, str]:
-    """(whole line or None, unquoted value, quote character) of the last `variable=` assignment."""
-    found = None
-    for line in text.splitlines():
-        if re.match(rf"^\s*{variable}=", line):
-            found = line
-    if found is None:
-        return None, "", '"'
-    raw = found.split("=", 1)[1].strip()
-    quote = raw[0] if raw[:1] in ("'", '"') else '"'
-    value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in ("'", '"') else raw
-    return found, value, quote
-
-
-def wanted_grub_line(value: str, quote: str, thp: str) -> str:
-    """The GRUB_CMDLINE_LINUX line with every transparent_hugepage= taken out and ``thp`` (if any) appended."""
-    args = [a for a in value.split() if not a.startswith("transparent_hugepage=")]
-    if thp:
-        args.append(f"transparent_hugepage={thp}")
-    return f"{CMDLINE_VARIABLE}={quote}{' '.join(args)}{quote}"
+# --- GRUB defaults: read and edited through core/grub.py (the shell's reading of the file) ----------------
+THP_SELECTOR = grub.option_selector("transparent_hugepage")
 
 
 def find_tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
-def bootloader(tree: Tree, defaults_file: str, cmdline_thp: str, which=find_tool) -> dict:
-    """Whether the role can persist through GRUB here, and the line it would write for ``cmdline_thp``."""
-    info = {
-        "kind": None,
-        "reason": None,
-        "defaults_file": defaults_file,
-        "regenerate": None,
-        "current_line": None,
-        "wanted_line": None,
-        "option": None,
-        "default_option": None,
-    }
+def _regenerator(tree: Tree, defaults_file: str, which) -> tuple[str | None, list[str] | None, str | None]:
+    """(text of the defaults file, the command that regenerates grub.cfg, why GRUB cannot be managed)."""
     text = tree.read(defaults_file)
     if text is None:
-        info["reason"] = f"no bootloader config found: {defaults_file} does not exist; only GRUB is managed"
-        return info
+        return None, None, f"no bootloader config found: {defaults_file} does not exist; only GRUB is managed"
     for tool, args in GRUB_REGENERATORS:
         found = which(tool)
         if found:
-            info["regenerate"] = [found, *args]
-            break
-    if info["regenerate"] is None:
-        names = ", ".join(tool for tool, _ in GRUB_REGENERATORS)
-        info["reason"] = f"no bootloader config found: {defaults_file} exists but none of {names} is installed"
+            return text, [found, *args], None
+    names = ", ".join(tool for tool, _ in GRUB_REGENERATORS)
+    return text, None, f"no bootloader config found: {defaults_file} exists but none of {names} is installed"
+
+
+def bootloader(tree: Tree, defaults_file: str, cmdline_thp: str, which=find_tool) -> dict:
+    """Whether the role can persist through GRUB here, and the file as it would be with ``cmdline_thp``
+    (``content``, ``changed`` and ``edit``: the record of exactly what the edit adds and replaces). A file
+    core/grub.py cannot read with certainty gives ``error`` (and no GRUB): the role refuses, writes nothing."""
+    info = {"kind": None, "reason": None, "error": None, "defaults_file": defaults_file, "regenerate": None,
+            "mode": None, "content": None, "changed": False, "edit": None, "option": None, "default_option": None}
+    text, regenerate, info["reason"] = _regenerator(tree, defaults_file, which)
+    if regenerate is None:
         return info
-    line, value, quote = grub_line(text, CMDLINE_VARIABLE)
-    _, default_value, _ = grub_line(text, CMDLINE_VARIABLE + "_DEFAULT")
+    try:
+        values = grub.cmdline_values([(defaults_file, text)])
+        edit = {"text": text, "changed": False, "record": None}
+        if cmdline_thp:
+            token = f"transparent_hugepage={cmdline_thp}"
+            edit = grub.apply(text, defaults_file, CMDLINE_VARIABLE, THP_SELECTOR, [token])
+    except grub.GrubError as err:
+        info.update(reason=str(err), error=str(err))
+        return info
     info.update(
         kind="grub",
-        current_line=line,
-        wanted_line=wanted_grub_line(value, quote, cmdline_thp),
-        option=thp_option(value),
-        default_option=thp_option(default_value),
+        regenerate=regenerate,
+        mode=grub.file_mode(tree, defaults_file),
+        content=edit["text"],
+        changed=edit["changed"],
+        edit=edit["record"],
+        option=thp_option(values[CMDLINE_VARIABLE]),
+        default_option=thp_option(values[CMDLINE_VARIABLE + "_DEFAULT"]),
     )
+    return info
+
+
+def rollback_bootloader(tree: Tree, recorded: dict, which=find_tool) -> dict:
+    """The GRUB defaults file as rollback leaves it: exactly the option Preflight added taken out and the one it
+    replaced put back (core/grub.py revert), every later edit kept. ``error`` names the file and the difference
+    when the file no longer holds what Preflight wrote (the role then stops and keeps the record). A record of
+    an older Preflight (``original_option``, no ``added``) is read as: the one THP option the line holds now is
+    Preflight's, the recorded original is what it replaced."""
+    path = recorded["file"]
+    info = {"kind": None, "reason": None, "error": None, "defaults_file": path, "regenerate": None,
+            "mode": None, "content": None, "changed": False}
+    text, info["regenerate"], info["reason"] = _regenerator(tree, path, which)
+    if info["regenerate"] is None:
+        return info
+    try:
+        if "added" not in recorded:
+            original = recorded.get("original_option")
+            replaced = [f"transparent_hugepage={original}"] if original else []
+            recorded = grub.record_from(None, text, path, recorded.get("variable", CMDLINE_VARIABLE), THP_SELECTOR,
+                                        replaced)
+        reverted = grub.revert(text, path, recorded)
+    except grub.GrubError as err:
+        info.update(reason=str(err), error=str(err))
+        return info
+    info.update(kind="grub", content=reverted["text"], changed=reverted["changed"], mode=grub.file_mode(tree, path))
     return info
 
 

@@ -6,6 +6,7 @@ import configparser
 import os
 import re
 
+from . import grub
 from .cmdline import cmdline_facts
 from .tree import Tree, _reason
 
@@ -50,7 +51,7 @@ BOOT_WRITER_PATTERNS = {"transparent_hugepage": "transparent_hugepage", "hugepag
 
 GRUB_DEFAULT = "/etc/default/grub"
 GRUB_DEFAULT_DIR = "/etc/default/grub.d"
-GRUB_CMDLINE_VARS = ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT")
+GRUB_CMDLINE_VARS = grub.CMDLINE_VARS
 
 
 def _sysctl_files(tree: Tree) -> list[str]:
@@ -143,31 +144,20 @@ def tuned_facts(tree: Tree, problems: list[str]) -> tuple[str | None, dict[str, 
     return active, found["settings"], found["files"]
 
 
-def _expand_shell(value: str, variables: dict[str, str]) -> str:
-    """Value of a shell assignment in /etc/default/grub: quotes removed, $VAR expanded."""
-    value = value.strip()
-    if value.startswith("'") and value.endswith("'") and len(value) >= 2:
-        return value[1:-1]
-    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-        value = value[1:-1]
-
-    def expand(match: re.Match) -> str:
-        return variables.get(match.group(1) or match.group(2), "")
-
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", expand, value)
-
-
-def grub_facts(tree: Tree) -> tuple[dict[str, str] | None, list[str]]:
+def grub_facts(tree: Tree, problems: list[str] | None = None) -> tuple[dict[str, str | None] | None, list[str]]:
+    """GRUB_CMDLINE_LINUX and _DEFAULT as grub-mkconfig sees them: /etc/default/grub, then grub.d/*.cfg, read as
+    the shell reads them (core/grub.py, the same reading the roles edit with). A file that cannot be read with
+    certainty is a problem (file, line, why) and its values are unknown (None)."""
     if not tree.exists(GRUB_DEFAULT):
         return None, []
-    files = [GRUB_DEFAULT] + tree.glob(f"{GRUB_DEFAULT_DIR}/*.cfg")
-    variables: dict[str, str] = {}
-    for path in files:
-        for line in (tree.read(path) or "").splitlines():
-            match = re.match(r"^\s*(?:export\s+)?(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(.*)$", line)
-            if match:
-                variables[match.group(1)] = _expand_shell(match.group(2), variables)
-    return {name: variables.get(name) for name in GRUB_CMDLINE_VARS}, files
+    files = [GRUB_DEFAULT] + sorted(tree.glob(f"{GRUB_DEFAULT_DIR}/*.cfg"))
+    try:
+        values = grub.cmdline_values([(path, tree.read(path) or "") for path in files])
+    except grub.GrubError as err:
+        if problems is not None:
+            problems.append(str(err))
+        values = dict.fromkeys(GRUB_CMDLINE_VARS)
+    return values, files
 
 
 def boot_writer_facts(tree: Tree) -> dict[str, list[str]]:
@@ -189,7 +179,7 @@ def tuner_facts(tree: Tree) -> dict:
     problems: list[str] = []
     active, tuned_settings, tuned_files = tuned_facts(tree, problems)
     overrides, values = sysctl_facts(tree)
-    grub_cmdline, grub_files = grub_facts(tree)
+    grub_cmdline, grub_files = grub_facts(tree, problems)
     grub_params = None
     if grub_cmdline is not None:
         joined = " ".join(v for v in (grub_cmdline[name] for name in GRUB_CMDLINE_VARS) if v)

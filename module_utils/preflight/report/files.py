@@ -10,6 +10,28 @@ from datetime import UTC, datetime
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATEST = "latest"
+PROM_FILE = "preflight.prom"
+# The run's own files beside the host files <stem>.json/.md/.html in a run directory.
+RUN_FILES = ("summary.json", "summary.md", "summary.html", PROM_FILE, "junit.xml")
+HOST_FILE_KINDS = ("json", "md", "html")
+# A host whose name would give a run file's name (a host called `summary`) gets this prefix on its files.
+RESERVED_STEM_PREFIX = "host-"
+# Reports hold host details (kernel command line, services, probe parameters): readable by the controller
+# user and its group (an operators' group on a shared report directory), not by every local user.
+# The Prometheus textfile (numbers and labels only) stays world-readable for node_exporter's own user.
+REPORT_FILE_MODE = 0o640
+REPORT_DIR_MODE = 0o750
+PUBLIC_FILE_MODE = 0o644
+
+
+def host_file_stem(host: str) -> str:
+    """A host's report file names without extension: the inventory name made safe ('_' for anything else),
+    never a name the run's own files use (case-insensitively: `Summary` on a case-insensitive disk).
+    Two hosts that still meet (`summary` and `host-summary`) are refused by pipeline.build_run."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", host).lstrip(".") or "_"
+    if stem.lower() in {name.rsplit(".", 1)[0].lower() for name in RUN_FILES}:
+        stem = RESERVED_STEM_PREFIX + stem
+    return stem
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -27,7 +49,7 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def write_atomic(path: str, data: str | bytes, mode: int = 0o644) -> None:
+def write_atomic(path: str, data: str | bytes, mode: int = REPORT_FILE_MODE) -> None:
     """Write to a temp file in the same directory, fsync, then rename over the target."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

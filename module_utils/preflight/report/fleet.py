@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 
 from ..core.catalog import SUMMARY_SCHEMA_VERSION
-from ..core.document import comparison_group
+from ..core.document import HOST_STATUSES, comparison_group
 from ..core.thresholds import MAD_SCALE, OUTLIER_MIN_HOSTS, OUTLIER_MIN_RELATIVE, OUTLIER_SCORE
 from . import metrics
 
@@ -82,13 +82,11 @@ def counts(checks: list[dict]) -> dict[str, int]:
 
 
 def summary(docs: list[dict], run_id: str, time: str, files: dict[str, dict[str, str]]) -> dict:
-    """summary.json: the run at a glance, with every host as a row (failed and unreachable ones too)."""
+    """summary.json: the run at a glance, with every host as a row (incomplete, failed and unreachable ones too)."""
     rows = []
     totals = {
         "hosts": len(docs),
-        "ok": 0,
-        "failed": 0,
-        "unreachable": 0,
+        **{status: 0 for status in HOST_STATUSES},
         "verdict_pass": 0,
         "verdict_warn": 0,
         "verdict_fail": 0,

@@ -11,7 +11,7 @@ import os
 
 from ..core.catalog import HOST_DOCUMENT_SCHEMA_VERSION
 from . import metrics
-from .files import LATEST
+from .files import LATEST, host_file_stem
 
 RANK = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
 
@@ -34,7 +34,7 @@ def previous_documents(report_dir: str, run_id: str, time: str, hosts: list[str]
         if not wanted - set(found):
             break
         for host in wanted - set(found):
-            path = os.path.join(report_dir, run, f"{host}.json")
+            path = os.path.join(report_dir, run, f"{host_file_stem(host)}.json")
             try:
                 with open(path, encoding="utf-8") as handle:
                     doc = json.load(handle)

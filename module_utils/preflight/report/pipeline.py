@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from datetime import UTC, datetime
 
 from ..core import document
@@ -18,21 +17,25 @@ from . import (
     fleet,
     history,
     junit,
+    node_metrics,
     prometheus,
     recommendations,
     render_html,
     render_markdown,
 )
 from .files import (
+    HOST_FILE_KINDS,
     LATEST,
+    PROM_FILE,
+    PUBLIC_FILE_MODE,
+    REPORT_DIR_MODE,
     check_run_id,
+    host_file_stem,
     new_run_id,
     point_symlink_atomic,
     write_atomic,
 )
 from .schema import validation_errors
-
-PROM_FILE = "preflight.prom"
 
 
 class ReportError(Exception):
@@ -40,9 +43,8 @@ class ReportError(Exception):
 
 
 def file_stem(host: str) -> str:
-    """Inventory names are usually safe file names; anything else becomes '_'."""
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", host).lstrip(".")
-    return stem or "_"
+    """A host's report file names without extension (files.host_file_stem: never a run file's name)."""
+    return host_file_stem(host)
 
 
 def build_run(
@@ -100,7 +102,7 @@ def build_run(
             + " | ".join(invalid[:20])
         )
 
-    files = {d["host"]: {kind: f"{file_stem(d['host'])}.{kind}" for kind in ("json", "md", "html")} for d in docs}
+    files = {d["host"]: {kind: f"{file_stem(d['host'])}.{kind}" for kind in HOST_FILE_KINDS} for d in docs}
     summary = fleet.summary(docs, run_id, time, files)
     outputs: dict[str, str] = {}
     for doc in docs:
@@ -113,13 +115,16 @@ def build_run(
     outputs["summary.html"] = render_html.fleet_page(summary)
     outputs[PROM_FILE] = prometheus.textfile(docs, run_id, now.timestamp())
     outputs["junit.xml"] = junit.junit_xml(docs, run_id, time)
-    return {"run_id": run_id, "time": time, "docs": docs, "summary": summary, "outputs": outputs}
+    # Each reached node's own textfile: copied to the node (playbooks/report.yml), not kept in the run directory.
+    textfiles = node_metrics.node_textfiles(docs, now.timestamp())
+    return {"run_id": run_id, "time": time, "docs": docs, "summary": summary, "outputs": outputs,
+            "node_metrics": textfiles}
 
 
 def write_run(run: dict, report_dir: str, prometheus_dir: str | None = None) -> list[str]:
     """Write every output of `run`; returns the paths written, `latest` last."""
     run_dir = os.path.join(report_dir, run["run_id"])
-    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(run_dir, mode=REPORT_DIR_MODE, exist_ok=True)
     written = []
     # Host files first and summary last, so a summary never lists a host file that is not there yet.
     order = sorted(run["outputs"], key=lambda n: (n.startswith("summary.") or n in (PROM_FILE, "junit.xml"), n))
@@ -129,7 +134,7 @@ def write_run(run: dict, report_dir: str, prometheus_dir: str | None = None) -> 
         written.append(path)
     if prometheus_dir:
         path = os.path.join(prometheus_dir, PROM_FILE)
-        write_atomic(path, run["outputs"][PROM_FILE])
+        write_atomic(path, run["outputs"][PROM_FILE], mode=PUBLIC_FILE_MODE)
         written.append(path)
     latest = os.path.join(report_dir, LATEST)
     point_symlink_atomic(latest, run["run_id"])

@@ -1,16 +1,19 @@
 """Prometheus textfile (node_exporter's textfile collector): preflight_* metrics with a host label.
 
-Written on the controller; point node_exporter's --collector.textfile.directory at preflight_prometheus_dir
-(or copy the file there). Missing measurements are left out, never written as 0.
+Written on the controller as reports/<run-id>/preflight.prom: the record of one run, every host of it with a
+host label. node_exporter reads each node's own file instead (node_metrics.py, written on the node into
+preflight_textfile_dir), which a --limit run does not empty of the other hosts. Missing measurements are left
+out, never written as 0.
 """
 
 from __future__ import annotations
 
 import re
 
+from ..core.document import HOST_STATUSES
 from . import fleet, metrics
 
-STATUSES = ("ok", "failed", "unreachable")
+STATUSES = HOST_STATUSES
 CHECK_STATUSES = ("pass", "warn", "fail", "skip")
 
 
@@ -51,7 +54,7 @@ def textfile(docs: list[dict], run_id: str, run_timestamp: float) -> str:
         for name, kind, text in [
             ("preflight_run_timestamp_seconds", "gauge", "When this Preflight run built its reports (Unix time)."),
             ("preflight_host_up", "gauge", "1 when Ansible reached the host in this run."),
-            ("preflight_host_status", "gauge", "1 for the host's run status (ok, failed, unreachable)."),
+            ("preflight_host_status", "gauge", "1 for the host's run status (" + ", ".join(HOST_STATUSES) + ")."),
             ("preflight_host_verdict", "gauge", "1 for the host's verdict (pass, warn, fail)."),
             ("preflight_check_status", "gauge", "1 for each check's status (pass, warn, fail, skip)."),
             ("preflight_checks", "gauge", "Number of checks per status."),

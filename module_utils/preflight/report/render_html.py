@@ -285,6 +285,7 @@ def _fleet_header(summary: dict) -> list[str]:
             for k, label in [
                 ("hosts", "hosts"),
                 ("ok", "ok"),
+                ("incomplete", "incomplete"),
                 ("failed", "failed"),
                 ("unreachable", "unreachable"),
                 ("verdict_pass", "pass"),

@@ -322,7 +322,8 @@ def summary_report(summary: dict) -> str:
     lines = [
         f"# Preflight fleet summary — run `{summary['run_id']}`",
         "",
-        f"{summary['time']} · {t['hosts']} hosts: {t['ok']} ok, {t['failed']} failed, {t['unreachable']} unreachable "
+        f"{summary['time']} · {t['hosts']} hosts: {t['ok']} ok, {t['incomplete']} incomplete, {t['failed']} failed, "
+        f"{t['unreachable']} unreachable "
         f"· verdicts: {t['verdict_pass']} pass, {t['verdict_warn']} warn, {t['verdict_fail']} fail "
         f"· checks: {t['checks_pass']} pass, {t['checks_warn']} warn, {t['checks_fail']} fail, "
         f"{t['checks_skip']} skip",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from ..core import document
 from ..core.catalog import HOST_DOCUMENT_SCHEMA_VERSION, LEVELS
 from ..core.thresholds import MAD_SCALE, OUTLIER_MIN_HOSTS
 from .schema_inputs import (
@@ -23,7 +24,7 @@ from .schema_inputs import (
     STR_LIST,
 )
 
-HOST_STATUSES = ["ok", "failed", "unreachable"]
+HOST_STATUSES = list(document.HOST_STATUSES)
 CHECK_STATUSES = ["pass", "warn", "fail", "skip"]
 
 _THRESHOLD = {
@@ -164,7 +165,11 @@ HOST_DOCUMENT_SCHEMA = {
             "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$",
             "description": "When the report was built (UTC, RFC 3339)",
         },
-        "status": {"enum": HOST_STATUSES, "description": "ok: the run reached the end on this host"},
+        "status": {
+            "enum": HOST_STATUSES,
+            "description": "ok: the run reached the end on this host; incomplete: a planned probe has no "
+            "outcome (the host dropped out mid-run)",
+        },
         "error": {
             "type": ["object", "null"],
             "additionalProperties": False,

@@ -55,8 +55,14 @@ options:
     default: /etc/default/grub
   state_dir:
     description: Where the previous state is recorded; its C(state.json) is read to merge the snapshot.
-    type: path
+      Checked like every state directory (absolute, not a system directory, not shared with another role).
+    type: raw
     required: true
+  state_dirs:
+    description: The state directories of the roles (thp_state_dir, hugepages_state_dir, jemalloc_state_dir; null
+      for a role default), so that O(state_dir) is checked to be a directory of its own.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -112,10 +118,13 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.preflight.core.grub import GrubError  # noqa: E402
 from ansible.module_utils.preflight.core.hugepages import Host, validate  # noqa: E402
 from ansible.module_utils.preflight.core.hugepages_plan import backups, plan, shortfall, snapshot  # noqa: E402
 from ansible.module_utils.preflight.core.hugepages_read import read_host  # noqa: E402
+from ansible.module_utils.preflight.core.hugepages_undo import migrate  # noqa: E402
 from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
+from ansible.module_utils.preflight.core.undo import RecordError  # noqa: E402
 
 
 def host_summary(host: Host) -> dict:
@@ -153,7 +162,8 @@ def run_module() -> None:
             "sysctl_file": {"type": "path", "required": True},
             "unit_dir": {"type": "path", "default": "/etc/systemd/system"},
             "grub_default": {"type": "path", "default": "/etc/default/grub"},
-            "state_dir": {"type": "path", "required": True},
+            "state_dir": {"type": "raw", "required": True},
+            "state_dirs": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
@@ -171,6 +181,7 @@ def run_module() -> None:
         "max_percent": p["max_percent"],
         "mounts": p["mounts"],
         "paths": paths,
+        "state_dirs": {**p["state_dirs"], "hugepages_state_dir": p["state_dir"]},
     }
     # `-e hugepages_count=64` arrives as a string; a word, a float or a boolean stays what it is and is refused.
     for key in ("count", "max_percent"):
@@ -187,17 +198,23 @@ def run_module() -> None:
     if errors:
         module.exit_json(**result)
 
-    planned = plan(params, host)
+    try:
+        planned = plan(params, host)
+    except GrubError as err:  # a GRUB defaults file core/grub.py cannot read with certainty: refused, nothing written
+        module.exit_json(**{**result, "errors": [f"hugepages_size=1G on the kernel command line: {err}"]})
+    tree = Tree("/")
     state_file = os.path.join(p["state_dir"], "state.json")
     recorded = None
     if os.path.exists(state_file):
         try:
-            recorded = json.loads(Tree("/").read(state_file) or "{}")
-        except ValueError:
-            module.fail_json(
-                msg=f"{state_file} is not valid JSON: move it away or restore it, then run again", **result
+            recorded = migrate(
+                json.loads(tree.read(state_file) or "{}"), lambda name: tree.read(os.path.join(p["state_dir"], name))
             )
-    snap = snapshot(planned, host, recorded)
+        except ValueError as exc:  # RecordError is a ValueError
+            why = str(exc) if isinstance(exc, RecordError) else "it is not valid JSON"
+            module.fail_json(msg=f"{state_file} cannot be used: {why}; move it away or restore it, then run again",
+                             **result)
+    snap = snapshot(planned, host, recorded, tree.isdir(p["state_dir"]))
     result.update(
         plan=planned,
         snapshot=snap,

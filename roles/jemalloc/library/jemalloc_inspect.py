@@ -49,9 +49,18 @@ options:
     type: path
     default: /etc/ld.so.preload
   state_dir:
-    description: Where the previous state is recorded (state.json is read to merge the snapshot).
-    type: path
+    description: Where the previous state is recorded (state.json is read to merge the snapshot). Checked like
+      every state directory (absolute, not a system directory, not shared with another role).
+    type: raw
     required: true
+  state_dirs:
+    description: The roles' state directories (null for a role default), to check O(state_dir) against.
+    type: dict
+    default: {}
+  installed_now:
+    description: The package task has just installed the package, so the record notes that Preflight installed it.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -128,7 +137,10 @@ from ansible.module_utils.preflight.core.jemalloc import (  # noqa: E402
     validate_services,
 )
 from ansible.module_utils.preflight.core.jemalloc_plan import plan  # noqa: E402
+from ansible.module_utils.preflight.core.jemalloc_undo import migrate  # noqa: E402
+from ansible.module_utils.preflight.core.paths import state_dir_errors  # noqa: E402
 from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
+from ansible.module_utils.preflight.core.undo import RecordError  # noqa: E402
 
 ARGUMENT_SPEC = {
     "package": {"type": "str", "required": True},
@@ -139,7 +151,9 @@ ARGUMENT_SPEC = {
     "enabled": {"type": "bool", "default": True},
     "unit_dir": {"type": "path", "default": "/etc/systemd/system"},
     "ld_so_preload": {"type": "path", "default": "/etc/ld.so.preload"},
-    "state_dir": {"type": "path", "required": True},
+    "state_dir": {"type": "raw", "required": True},
+    "state_dirs": {"type": "dict", "default": {}},
+    "installed_now": {"type": "bool", "default": False},
 }
 
 
@@ -173,15 +187,19 @@ def package_facts(module: AnsibleModule) -> dict:
     }
 
 
-def read_recorded(module: AnsibleModule, tree: Tree, result: dict) -> dict | None:
-    state_file = os.path.join(module.params["state_dir"], "state.json")
+def read_recorded(module: AnsibleModule, tree: Tree, result: dict, library: str | None) -> dict | None:
+    """The record, migrated to version 2 (core/jemalloc_undo.py migrate)."""
+    state_dir = module.params["state_dir"]
+    state_file = os.path.join(state_dir, "state.json")
     text = tree.read(state_file)
     if text is None:
         return None
     try:
-        return json.loads(text or "{}")
-    except ValueError:
-        module.fail_json(msg=f"{state_file} is not valid JSON: move it away or restore it, then run again", **result)
+        return migrate(json.loads(text or "{}"), lambda name: tree.read(os.path.join(state_dir, name)), library)
+    except ValueError as exc:  # RecordError is a ValueError
+        why = str(exc) if isinstance(exc, RecordError) else "it is not valid JSON"
+        module.fail_json(msg=f"{state_file} cannot be used: {why}; move it away or restore it, then run again",
+                         **result)
 
 
 def run_module() -> None:
@@ -189,6 +207,7 @@ def run_module() -> None:
     p = module.params
     conf = p["malloc_conf"] if p["malloc_conf"] is not None else ""
     errors = validate_malloc_conf(conf) + validate_services(p["services"])
+    errors += state_dir_errors({**p["state_dirs"], "jemalloc_state_dir": p["state_dir"]}, "jemalloc_state_dir")
     package = package_facts(module)
     library = package["library_path"]
     if not errors and library and conf and p["enabled"] and package["library_exists"]:
@@ -202,8 +221,9 @@ def run_module() -> None:
     }
     if errors:
         module.exit_json(**result)
-    recorded = read_recorded(module, tree, result)
-    result.update(plan(tree, {**p, "malloc_conf": conf}, library, recorded))
+    recorded = read_recorded(module, tree, result, library)
+    request = {**p, "malloc_conf": conf, "state_dir_existed": tree.isdir(p["state_dir"])}
+    result.update(plan(tree, request, library, recorded))
     module.exit_json(**result)
 
 

@@ -10,8 +10,9 @@ short_description: Read THP settings, boot-time persistence options and other tu
 description:
   - Reads the live Transparent Huge Pages settings and the choices this kernel offers for each.
   - Says whether systemd is running as PID 1 and whether a GRUB defaults file and a command to
-    regenerate the GRUB configuration exist, and computes the C(GRUB_CMDLINE_LINUX) line that carries
-    the wanted C(transparent_hugepage=) option.
+    regenerate the GRUB configuration exist, and computes the defaults file as it is with the wanted
+    C(transparent_hugepage=) option in C(GRUB_CMDLINE_LINUX) (C(module_utils/preflight/core/grub.py): the file
+    is read as the shell reads it, only that option changes, a line it cannot read with certainty is refused).
   - Lists what would override THP at boot or now, each as a sentence for the operator
     (a tuned profile, the kernel command line, the GRUB defaults, other units or tmpfiles.d and
     sysfs.d entries that write THP, a per-size knob that does not inherit).
@@ -34,7 +35,7 @@ options:
   cmdline_thp:
     description:
       - The C(transparent_hugepage=) value the GRUB command line should carry; empty to carry none.
-      - Only used to compute RV(bootloader.wanted_line).
+      - Only used to compute RV(bootloader.content).
     type: str
     default: ""
   own_unit:
@@ -104,8 +105,10 @@ recorded:
   type: dict
 bootloader:
   description:
-    - C(kind) (C(grub) or null), C(reason) when null, C(defaults_file), C(regenerate) (argument list),
-      C(current_line), C(wanted_line), C(option) (the value of C(transparent_hugepage=) in C(GRUB_CMDLINE_LINUX)).
+    - C(kind) (C(grub) or null), C(reason) when null, C(error) (the file cannot be read with certainty: file,
+      line and why), C(defaults_file), C(regenerate) (argument list), C(content) (the file with the wanted
+      option), C(changed), C(edit) (what the edit adds and replaces, for the record), C(option) and
+      C(default_option) (the value of C(transparent_hugepage=) in C(GRUB_CMDLINE_LINUX) and its C(_DEFAULT)).
   returned: always
   type: dict
 booted_option:
@@ -135,7 +138,8 @@ record:
   type: dict
 rollback:
   description:
-    - C(settings) (name, path, value to restore), C(cmdline) (the bootloader facts for the recorded option, or null),
+    - C(settings) (name, path, value to restore), C(cmdline) (the GRUB defaults file as rollback leaves it:
+      C(content), C(changed), C(regenerate); null without a recorded GRUB edit),
       C(restore_cmdline) and C(remove_record) (whether the record can be removed afterwards).
   returned: when O(rollback) is true
   type: dict
@@ -144,7 +148,7 @@ rollback:
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.preflight.core import thp, thp_node  # noqa: E402
+from ansible.module_utils.preflight.core import thp, thp_arm, thp_node  # noqa: E402
 from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
 
 ARGUMENT_SPEC = {
@@ -160,9 +164,16 @@ ARGUMENT_SPEC = {
 }
 
 
-def decide(tree: Tree, result: dict, variables: dict) -> None:
-    """Validation, plan and record: the role's decisions on what was read."""
+def decide(tree: Tree, result: dict, variables: dict, marker: str = thp_arm.MARKER) -> None:
+    """Validation, plan and record: the role's decisions on what was read. While a probe holds THP for an A/B
+    arm (core/thp_arm.py's marker names a live owner), the node's mode is the arm's: nothing is recorded."""
     result["errors"] = thp.validate(variables, result["settings"])
+    held = thp_arm.owner(marker)
+    if held is not None:
+        result["errors"].append(f"{thp_arm.owner_message(held)}; nothing was recorded or changed")
+    boot = result["bootloader"]
+    if "kernel_cmdline" in (variables.get("thp_persist") or []) and boot["error"]:
+        result["errors"].append(f"thp_persist: kernel_cmdline cannot edit {boot['defaults_file']}: {boot['error']}")
     result["plan"] = [] if result["errors"] else thp.plan(variables, result["settings"])
     if not result["errors"]:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -193,7 +204,10 @@ def run_module() -> None:
     if params["rollback"]:
         recorded = result["recorded"]
         cmdline = recorded.get("kernel_cmdline")
-        boot = thp_node.bootloader(tree, cmdline["file"], cmdline.get("original_option") or "") if cmdline else None
+        boot = thp_node.rollback_bootloader(tree, cmdline) if cmdline else None
+        if boot and boot["error"]:
+            module.fail_json(msg=f"THP rollback stopped before changing anything, the record {params['state_file']} "
+                             f"is kept: {boot['error']}", **result)
         result["rollback"] = thp.rollback_plan(recorded, boot)
     module.exit_json(changed=False, **result)
 
