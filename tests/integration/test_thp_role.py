@@ -490,17 +490,3 @@ def test_a_grub_line_that_cannot_be_read_with_certainty_is_refused_before_anythi
     )
     assert defaults.read_text() == unreadable and snapshot() == before and not calls.exists()
 
-
-def test_a_record_is_refused_while_a_probe_holds_thp_for_an_a_b_arm(thp_run, clean_thp):
-    """The mode a probe set for an A/B arm is not the node's own: the role records nothing and changes nothing."""
-    from tests.moduleutils import module_util
-
-    thp_arm = module_util("preflight.core.thp_arm")
-    original = selected(ENABLED)
-    arm = "never" if original != "never" else "always"
-    with thp_arm.ThpArm(arm, probe="load_thp_ab"):
-        run = thp_run(APPLY)
-        assert run.proc.returncode != 0
-        assert f"THP is held for an A/B arm by pid {os.getpid()} (load_thp_ab" in " ".join(run.output.split())
-        assert selected(ENABLED) == arm and not thp_run.state_file.exists()
-    assert selected(ENABLED) == original

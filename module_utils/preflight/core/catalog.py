@@ -16,7 +16,7 @@ THP_SIZE_CHOICES = ("always", "inherit", "madvise", "never")
 THP_SIZE_KNOB = THP_DIR + "/hugepages-{size}/enabled"
 THP_PERSIST_CHOICES = ("systemd", "kernel_cmdline")
 
-# The role defaults (roles/thp/defaults/main.yml must say the same; group_vars/all.yml may not differ).
+# The role defaults (roles/thp/defaults/main.yml must say the same; roles/preflight_defaults may not differ).
 THP_DEFAULTS = {
     "thp_enabled": "madvise",
     "thp_defrag": "never",

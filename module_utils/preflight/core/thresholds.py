@@ -1,9 +1,10 @@
 """Thresholds the report's checks judge against, and the fleet outlier score: defaults once, here.
 
-`preflight_thresholds` in group_vars/all.yml documents every key with the same values (a unit test,
-tests/unit/test_core_thresholds.py, fails when they differ); a group file (group_vars/h100.yml) overrides
-only what differs for that class. Each numeric threshold has a `warn` and a `fail` level; null switches a
-level off. The direction (is lower better?) belongs to the figure, not to the operator, so it is fixed here.
+`preflight_thresholds` in roles/preflight_defaults/defaults/main.yml documents every key with the same values
+(a unit test, tests/unit/test_core_thresholds.py, fails when they differ); an inventory group file
+(inventory/group_vars/h100.yml) overrides only what differs for that class. Each numeric threshold has a `warn`
+and a `fail` level; null switches a level off. The direction (is lower better?) belongs to the figure, not to
+the operator, so it is fixed here.
 """
 
 from __future__ import annotations
