@@ -57,7 +57,7 @@ def test_built_collection_installs_and_runs_by_fqcn_over_ssh(ssh_fleet, tmp_path
 
     collections = tmp_path / "collections"
     install = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-galaxy"), "collection", "install", str(tarball), "-p",
+        [str(Path(sys.executable).parent / "ansible-galaxy"), "collection", "install", "--force", str(tarball), "-p",
          str(collections)], capture_output=True, text=True, env=ansible_env())
     assert install.returncode == 0, install.stdout + install.stderr
     manifest = json.loads((collections / "ansible_collections/preflight/node/MANIFEST.json").read_text())
