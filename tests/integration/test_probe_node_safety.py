@@ -113,7 +113,7 @@ def test_a_probe_nobody_polls_any_more_is_stopped_once_the_heartbeat_was_armed(t
         import tests.moduleutils as m
         progress = m.module_util("preflight.core.progress")
         time.sleep(1)
-        progress.wait({log!r}, 1, gone=lambda: False)
+        progress.wait({log!r}, 1)
     """)], cwd=REPO)
     run = runner.run(cmd, "slow", dict(os.environ), str(tmp_path), timeout_s=60, log=log, heartbeat_s=3)
     proc.wait(10)
@@ -150,7 +150,7 @@ def test_sigint_to_ansible_playbook_during_a_thp_arm_leaves_the_node_to_put_thp_
         wait_for(lambda: mode() == original and not Path(thp_arm.MARKER).exists(), 60,
                  "THP put back on the node without the controller")
         back_s = time.monotonic() - interrupted
-        assert back_s < 40, back_s
+        assert back_s < 50, back_s  # the last wait runs out (15 s), then the heartbeat goes stale (15 s)
         wait_for(lambda: progress.read(str(log))["done"], 30, "the probe stopped and its log ended")
         assert "nobody polled the probe" in log.read_text()
         print(f"THP back {back_s:.1f} s after SIGINT to ansible-playbook")
@@ -158,6 +158,10 @@ def test_sigint_to_ansible_playbook_during_a_thp_arm_leaves_the_node_to_put_thp_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         _stop_lock_holder(lock)
+        held = thp_arm.owner()
+        if held is not None:  # a failed test must not leave the arm to the tests after it
+            os.kill(held["pid"], signal.SIGTERM)
+            wait_for(lambda: thp_arm.owner() is None, 30, "the arm's owner stopped")
 
 
 def _stop_lock_holder(lock: Path) -> None:

@@ -79,7 +79,8 @@ def docs_of(run_dir: Path) -> dict[str, dict]:
 def test_run_completes_writes_reports_then_exits_non_zero(site_run):
     proc = site_run["proc"]
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 2, output[-4000:]
+    # dead1 is unreachable=1 in PLAY RECAP (playbooks/reach.yml), so ansible-playbook exits 4, Ansible's code for it.
+    assert proc.returncode == 4, output[-4000:]
     assert "Preflight: 2 host(s) did not finish (dead1, node3)" in output
     latest = site_run["reports"] / "latest"
     assert latest.is_symlink()
