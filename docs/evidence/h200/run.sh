@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The H200 certificate: the product's own playbook at levels standard and full, on the GPU box.
+# Run from the project copy on the box (device tool), after ../shared/gpu-vllm/README.md's install into /tmp/site
+# and with .gpu/kit carried (ansible-core wheels installed into /tmp/site, libjemalloc.so.2). Results go to $EV
+# (default /tmp/ev): one folder per level with the reports and the playbook's console log; progress.log says
+# when each step began and ended. A step that fails does not stop the next.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+EV=${EV:-/tmp/ev}
+mkdir -p "$EV"
+export PYTHONPATH=/tmp/site VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 NCCL_NVLS_ENABLE=0 \
+  TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
+PY=/opt/torch/.venv/bin/python3
+# pip --target puts no console script for the carried ansible-core: a wrapper of its CLI module does.
+if ! command -v ansible-playbook > /dev/null; then
+  printf '#!/bin/sh\nexec %s -m ansible.cli.playbook "$@"\n' "$PY" > /tmp/site/bin/ansible-playbook
+  chmod +x /tmp/site/bin/ansible-playbook
+fi
+M=/tmp/models/qwen2.5-1.5b
+step() {
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  echo "== $(date -u +%T) $name: $*" >> "$EV/progress.log"
+  "$@" > "$EV/$name.log" 2>&1
+  echo "== $(date -u +%T) $name rc=$? $(( $(date +%s) - t0 )) s" >> "$EV/progress.log"
+}
+only() { [ -z "${STEPS:-}" ] || [[ ",$STEPS," == *",$1,"* ]]; }
+level() {  # level [name]: the name (default the level) keeps a second run of one level apart
+  local name=${2:-$1}
+  step "bootstrap-$name" ansible-playbook -i localhost, -c local playbooks/bootstrap.yml \
+    -e @"$HERE/vars.yml" -e ansible_python_interpreter=$PY -e preflight_level="$1" \
+    -e preflight_report_dir="$EV/$name/reports"
+}
+
+# The carried wheels are installed with --no-compile (../shared/gpu-vllm/install.sh); pip's default, what a node
+# that installed vLLM the usual way has, writes the bytecode at install time. Without it every first import of a
+# certification compiles vLLM's modules (tens of seconds of the server start).
+if only bytecode; then step bytecode $PY -m compileall -q -j 0 /tmp/site; fi
+if only jemalloc; then cp .gpu/kit/libjemalloc.so.2 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2; fi
+if only model && [ ! -d $M ]; then
+  step model $PY -m probes model make --shape qwen2.5-1.5b --out $M --device cuda --json
+fi
+if only standard; then level standard; fi
+if only full; then level full; fi
+# Standard again on the same node: the compile cache of vLLM (torch.compile) is warm, as on any later run.
+if only again; then level standard standard-again; fi
+echo "== $(date -u +%T) all done" >> "$EV/progress.log"
