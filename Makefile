@@ -40,17 +40,19 @@ pytest: $(VENV)/.dev
 	$(VENV)/bin/pytest -q tests/probes -m kernel $(PYTEST_ARGS) || rc=1; \
 	exit $$rc
 
-# Debian packages: a venv-capable Python, sshd for the SSH test hosts (sudo for their become tests), and the real jemalloc the allocator
-# probes and the jemalloc role's tests load (no test may skip for want of it).
+# Debian packages: a venv-capable Python, sshd for the SSH test hosts (sudo for their become tests), the real jemalloc the allocator
+# probes and the jemalloc role's tests load, and promtool (Debian ships it in `prometheus`), which checks the metrics
+# files as Prometheus reads them (no test may skip for want of them).
 system-deps:
 	@missing=""; \
 	$(shell command -v python3) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	[ -x /usr/bin/sudo ] || missing="$$missing sudo"; \
 	dpkg-query -W -f='$${Status}' libjemalloc2 2>/dev/null | grep -q 'ok installed' || missing="$$missing libjemalloc2"; \
+	[ -x /usr/bin/promtool ] || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 $(VENV)/.runtime: requirements.txt requirements-probes.txt | system-deps

@@ -99,7 +99,7 @@ class VllmServer:
             "base_url": self.base_url if self.port else None,
             "model": self.spec.model,
             "model_id": self.model_id,
-            "argv": self.spec.argv(self.port or 0, "***"),
+            "argv": self.spec.argv(self.port or 0),
             "env": dict(self.spec.env),
             "gpu_index": self.spec.gpu,
             "pid": self.proc.pid if self.proc else None,
@@ -133,12 +133,12 @@ class VllmServer:
     def start(self) -> None:
         self.snapshot_memory("before_start")
         self.port = free_port(self.spec.host)
-        env = {**os.environ, **self.spec.environment()}
+        env = {**os.environ, **self.spec.environment(), **self.spec.key_environment(self.api_key)}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._t0 = time.monotonic()
         self.timeline = StartTimeline(spawned_at=time.time())
         self.proc = subprocess.Popen(
-            self.spec.argv(self.port, self.api_key),
+            self.spec.argv(self.port),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

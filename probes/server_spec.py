@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes import vllm_metrics, worker
+from probes.core import probe_options
 from probes.procgroup import pss_bytes
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -69,10 +70,6 @@ def detect_backend() -> str:
     return "gpu" if nvml_gpus() else "cpu"
 
 
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
 @dataclass(frozen=True)
 class KvBudget:
     """A KV cache budget: a fraction of device memory (GPU) or an absolute size in bytes (CPU, or any build)."""
@@ -93,16 +90,9 @@ class KvBudget:
 
 
 def parse_kv_budget(text: str) -> KvBudget:
-    """'0.5' -> a fraction; '1GiB', '512MiB', '1073741824' -> bytes."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise ValueError(f"KV budget {text!r}: give a fraction of device memory (0.5) or a size (1GiB, 512MiB, bytes)")
-    number, unit = float(m.group(1)), (m.group(2) or "").upper().rstrip("B").rstrip("I")
-    if not unit and number <= 1.0:
-        if number <= 0:
-            raise ValueError(f"KV budget {text!r}: a fraction must be above 0")
-        return KvBudget("fraction", number)
-    return KvBudget("bytes", float(int(number * _UNITS[unit])))
+    """'0.5' -> a fraction; '1GiB', '512MiB', '1073741824' -> bytes (the rule is the core's, which the
+    controller checks a plan's kv_budget with)."""
+    return KvBudget(*probe_options.kv_budget(text))
 
 
 def default_kv_budget(backend: str) -> KvBudget | None:
@@ -162,9 +152,17 @@ class ServerSpec:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         return env
 
-    def argv(self, port: int, api_key: str) -> list[str]:
+    @staticmethod
+    def key_environment(api_key: str) -> dict[str, str]:
+        """The API key as vLLM reads it when no --api-key is given (its environment is readable by root and
+        its own user only)."""
+        return {"VLLM_API_KEY": api_key}
+
+    def argv(self, port: int) -> list[str]:
+        """The server's command line. Never the API key: a command line is world-readable (ps,
+        /proc/PID/cmdline); the key goes in the environment (VLLM_API_KEY, see key_environment)."""
         args = [self.python, "-m", API_SERVER_MODULE, "--model", self.model, "--host", self.host,
-                "--port", str(port), "--api-key", api_key]
+                "--port", str(port)]
         if self.max_model_len is not None:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.kv_budget is not None:

@@ -121,6 +121,7 @@ def run(cmd: list[str], probe: str, env: dict[str, str], cwd: str, timeout_s: fl
         return out
     try:
         _wait(proc, out, started + timeout_s, log, heartbeat_s)
+        _stop_leftovers(proc)  # a probe that crashed may leave helpers of its own in its group
     except BaseException:  # the module itself is being stopped (a signal): take the probe's group with it
         _stop_group(proc)
         raise
@@ -180,3 +181,19 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _stop_leftovers(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """After the probe itself ended: SIGTERM what is left of its process group, SIGKILL it after grace_s."""
+    deadline = time.monotonic() + grace_s
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                os.killpg(proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return

@@ -100,7 +100,8 @@ def test_two_runs_at_once_the_second_waits_then_fails_naming_the_first(ssh_fleet
     flat = " ".join(outputs[loser].split())
     pattern = (rf"node1: another Preflight run holds this host's lock {re.escape(str(lock_file))}: PID (\d+) on the "
                rf"node, playbook {re.escape(winner)}, controller [^@ ]+@{re.escape(os.uname().nodename)}, started "
-               r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, expires \S+ at the latest; waited [0-9.]+ s.")
+               r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, expires \S+ at the latest, or 45 s after its controller stops "
+               r"polling a probe; waited [0-9.]+ s.")
     assert re.search(pattern, flat), flat[-3000:]
     # The losing run is a failed row of its own report, naming the lock; nothing is left holding the lock.
     reports = tmp_path / "reports"
@@ -187,3 +188,30 @@ def test_a_host_whose_planned_probe_recorded_nothing_is_incomplete_and_the_run_e
     assert "Preflight: 1 host(s) did not finish (node1)" in out
     summary = json.loads(((tmp_path / "reports" / "latest").resolve() / "summary.json").read_text())
     assert summary["totals"]["incomplete"] == 1 and summary["not_ok"] == ["node1"]
+
+
+def test_a_play_stopped_by_max_fail_percentage_gives_back_the_locks_its_hosts_took(ssh_fleet, tmp_path):
+    """rollback.yml on node1 and node2, max_fail_percentage 0: node2's lock is held by another run, so node2
+    fails at the lock task; node1, which took its lock in that same task, still gives it back (it is taken
+    inside the block whose `always` releases it) instead of holding it until its expiry."""
+    path, extra, _ = inventory(ssh_fleet, tmp_path, preflight_lock_wait_s=0, preflight_max_fail_percentage=0)
+    doc = yaml.safe_load(ssh_fleet.inventory(tmp_path / "fleet.yml").read_text())
+    hosts = doc["all"]["children"]["fleet"]["hosts"]
+    locks = {name: tmp_path / "locks" / f"{name}.lock" for name in ("node1", "node2")}
+    for name in locks:
+        hosts[name]["preflight_lock_file"] = str(locks[name])
+    doc["all"]["children"]["fleet"]["hosts"] = {name: hosts[name] for name in locks}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    extra_file = Path(extra[1].removeprefix("@"))  # each host's own lock file, not one for both
+    extra_file.write_text(json.dumps({k: v for k, v in json.loads(extra_file.read_text()).items()
+                                      if k != "preflight_lock_file"}))
+    other = lock.holder_info("someone-else", host="node2", playbook="site.yml", controller="bob@ctl2", expire_s=300)
+    with lock.acquire(str(locks["node2"]), 0, other, token=""):
+        proc = run_playbook("playbooks/rollback.yml", path, *extra, "-e", "preflight_serial=2", env=JSON_OUTPUT,
+                            timeout=300)
+        assert lock.read_holder(str(locks["node2"]))["token"] == "someone-else"
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2, out[-3000:]
+    assert "node2: another Preflight run holds this host's lock" in out
+    assert '"token": "' in out  # node1 took its lock ...
+    assert lock.status(str(locks["node1"])) == {"held": False, "holder": None}, out[-3000:]  # ... and gave it back

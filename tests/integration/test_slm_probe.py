@@ -82,8 +82,8 @@ def test_every_bad_option_is_named_at_once():
         probe_options.option_args("ttft", {"warm": True, "max_tokens": "many", "api": ["chat,completions"],
                                           "bogus": 1})
     assert err.value.errors == [
-        "options.warm must be an integer, got True",
-        "options.max_tokens must be an integer, got 'many'",
+        "options.warm must be an integer of at least 10, got True",
+        "options.max_tokens must be an integer of at least 1, got 'many'",
         "options.api must be a list of words without commas, got ['chat,completions']",
         "options.bogus is not an option of the ttft probe; allowed: "
         + ", ".join(sorted(probe_options.PROBE_OPTIONS["ttft"])),

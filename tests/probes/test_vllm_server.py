@@ -59,12 +59,12 @@ def test_kv_budget_rejects_words_with_the_allowed_forms():
         parse_kv_budget("lots")
 
 
-def test_server_argv_binds_loopback_with_the_key_and_budget():
+def test_server_argv_binds_loopback_with_the_budget_and_never_the_key():
     spec = ServerSpec(model="/m", max_model_len=4096, kv_budget=KvBudget("fraction", 0.5), enforce_eager=True,
                       extra_args=["--dtype", "bfloat16"], python="py")
-    assert spec.argv(8001, "k") == [
+    assert spec.argv(8001) == [
         "py", "-m", "vllm.entrypoints.openai.api_server", "--model", "/m", "--host", "127.0.0.1", "--port", "8001",
-        "--api-key", "k", "--max-model-len", "4096", "--gpu-memory-utilization", "0.5", "--enforce-eager",
+        "--max-model-len", "4096", "--gpu-memory-utilization", "0.5", "--enforce-eager",
         "--dtype", "bfloat16",
     ]
 

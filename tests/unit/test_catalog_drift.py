@@ -238,3 +238,13 @@ def test_the_example_group_files_are_the_example_inventory_s_and_the_project_has
     groups = yaml.safe_load((REPO / "inventory" / "example-fleet.yml").read_text())["all"]["children"]
     files = {path.stem for path in GROUP_VARS[1:]}
     assert files and files <= set(groups), f"inventory/group_vars/ has {files}, the example inventory {set(groups)}"
+
+
+def test_thp_sizes_default_type_and_listed_settings_are_the_catalog_s():
+    option = role_options("thp")[catalog.THP_SIZES_VARIABLE]
+    assert (option["type"], option["default"]) == ("dict", catalog.THP_DEFAULTS["thp_sizes"])
+    described = " ".join(option["description"])
+    assert all(f"C({choice})" in described for choice in catalog.THP_SIZE_CHOICES), described
+    text = (REPO / "roles" / "thp" / "defaults" / "main.yml").read_text()
+    listed = re.search(r"^#\s+(\w+(?:\s*\|\s*\w+)+) \(inherit: follow thp_enabled\)$", text, re.M)
+    assert listed and words(listed[1]) == list(catalog.THP_SIZE_CHOICES), "roles/thp/defaults/main.yml thp_sizes"

@@ -194,3 +194,75 @@ def test_releasing_while_another_run_waits_hands_the_lock_over_and_reports_it_re
     finally:
         waiter.kill()
         waiter.wait()
+
+
+# --- a run whose controller is gone mid-probe lets go after the heartbeat's grace, not at its expiry -------
+progress = module_util("preflight.core.progress")
+GRACE_S = 1.5
+
+
+def test_the_grace_is_three_probe_heartbeats():
+    catalog = module_util("preflight.core.catalog")
+    assert lock.HEARTBEAT_GRACE_S == 3 * catalog.PROBE_HEARTBEAT_S
+
+
+def test_a_holder_whose_armed_heartbeat_goes_stale_lets_go_long_before_its_expiry(tmp_path):
+    path = str(tmp_path / "run.lock")
+    record = lock.acquire_detached(path, 0, 300, info(), grace_s=GRACE_S)
+    heartbeat = record["heartbeat"]
+    assert heartbeat == path + ".heartbeat" and lock.status(path)["holder"]["heartbeat_grace_s"] == GRACE_S
+    lock.touch_heartbeat(heartbeat)  # the controller polled a probe once, then was gone
+    armed = time.monotonic()
+    assert wait_until(lambda: not lock.status(path)["held"], 10)
+    assert GRACE_S - 0.2 <= time.monotonic() - armed <= GRACE_S + 3
+    assert wait_until(lambda: not lock.pid_alive(record["pid"]), 5)
+    assert not os.path.exists(heartbeat)  # the next run's holder must not find it stale
+    assert lock.release_detached(path, "tok-a") == {"released": False, "expired": True, "holder": None}
+
+
+def test_without_a_heartbeat_the_holder_keeps_the_lock_past_the_grace(tmp_path):
+    """Tuning and the gaps between probes poll nothing: only the expiry (or release) ends the hold then."""
+    path = str(tmp_path / "run.lock")
+    record = lock.acquire_detached(path, 0, 300, info(), grace_s=0.5)
+    try:
+        time.sleep(1.5)
+        assert lock.status(path)["held"] and lock.pid_alive(record["pid"])
+    finally:
+        assert lock.release_detached(path, "tok-a")["released"]
+
+
+def test_a_probe_wait_keeps_the_heartbeat_fresh_and_disarms_it_when_the_probe_ends(tmp_path, monkeypatch):
+    """core/progress.py wait, as library/slm_probe_wait.py runs it with the run's HEARTBEAT_ENV."""
+    path = str(tmp_path / "run.lock")
+    record = lock.acquire_detached(path, 0, 300, info(), grace_s=GRACE_S)
+    monkeypatch.setenv(lock.HEARTBEAT_ENV, record["heartbeat"])
+    log = str(tmp_path / "logs" / "ttft.log")
+    progress.open_log(log, "ttft").close()
+    try:
+        state = progress.wait(log, wait_s=GRACE_S * 2, poll_s=0.2)  # a probe still running: polled throughout
+        assert not state["done"] and lock.status(path)["held"] and os.path.exists(record["heartbeat"])
+        progress.close_log(log, 0, None)
+        assert progress.wait(log, wait_s=5, poll_s=0.2)["done"]
+        assert not os.path.exists(record["heartbeat"])  # disarmed: the run goes on without polling
+        time.sleep(GRACE_S + 1)
+        assert lock.status(path)["held"] and lock.pid_alive(record["pid"])
+    finally:
+        assert lock.release_detached(path, "tok-a")["released"]
+
+
+def test_a_new_run_disarms_a_heartbeat_a_dead_controller_left(tmp_path):
+    path = str(tmp_path / "run.lock")
+    lock.touch_heartbeat(path + ".heartbeat")
+    os.utime(path + ".heartbeat", (time.time() - 3600, time.time() - 3600))
+    record = lock.acquire_detached(path, 0, 300, info(), grace_s=GRACE_S)
+    try:
+        assert not os.path.exists(record["heartbeat"])
+        time.sleep(GRACE_S + 1)
+        assert lock.status(path)["held"]
+    finally:
+        assert lock.release_detached(path, "tok-a")["released"]
+
+
+def test_the_holder_s_description_says_it_lets_go_when_its_controller_stops_polling():
+    record = dict(info(), pid=42, heartbeat="/var/lib/preflight/run.lock.heartbeat", heartbeat_grace_s=45)
+    assert lock.describe(record).endswith(", or 45 s after its controller stops polling a probe")

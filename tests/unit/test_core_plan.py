@@ -35,10 +35,26 @@ def test_a_valid_plan_has_no_errors():
     assert plan.plan_errors("full", BUDGETS, "tiny", PLAN) == []
 
 
-def test_the_project_s_own_probe_plan_is_valid_at_every_level():
+def _templated(value, variables: dict):
+    """The value as Ansible hands it to the module: every Jinja string rendered to its native type."""
+    from jinja2.nativetypes import NativeEnvironment
+
+    if isinstance(value, dict):
+        return {k: _templated(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_templated(v, variables) for v in value]
+    while isinstance(value, str) and "{{" in value:
+        value = NativeEnvironment().from_string(value).render(variables)
+    return value
+
+
+@pytest.mark.parametrize("gpu_host", [True, False])
+def test_the_project_s_own_probe_plan_is_valid_at_every_level(gpu_host):
     group = yaml.safe_load((REPO / "roles" / "preflight_defaults" / "defaults" / "main.yml").read_text())
     for level in catalog.LEVELS:
-        assert plan.plan_errors(level, group["preflight_level_budget_s"], "tiny", group["probe_plan"]) == []
+        variables = dict(group, probe_gpu_host=gpu_host, preflight_level=level)
+        probe_plan = _templated(group["probe_plan"], variables)
+        assert plan.plan_errors(level, group["preflight_level_budget_s"], "tiny", probe_plan) == []
 
 
 @pytest.mark.parametrize(("level", "message"), [

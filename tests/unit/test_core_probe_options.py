@@ -37,9 +37,9 @@ def test_options_become_flags_in_the_order_given_and_null_keeps_the_default():
 
 
 @pytest.mark.parametrize(("probe", "name", "value", "kind_words"), [
-    ("load", "repeats", True, "an integer"),
+    ("load", "repeats", True, "an integer of at least 1"),
     ("load", "drop_caches", "yes", "true or false"),
-    ("kv", "kv_budget", ["1GiB", False], "a list of numbers or sizes such as 1GiB"),
+    ("kv", "kv_budget", ["1GiB", False], "a list of fractions above 0 and at most 1, or sizes above 0 such as 1GiB"),
     ("ttft", "server_env", {"A=B": 1}, "a mapping of NAME: value"),
     ("ttft", "server_args", "--dtype=float32", "a list of strings"),
 ])

@@ -14,6 +14,12 @@ THP_KHUGEPAGED_DEFRAG_CHOICES = (0, 1)
 # Per-size (multi-size) THP, kernels since 6.8: <THP_DIR>/hugepages-<N>kB/enabled.
 THP_SIZE_CHOICES = ("always", "inherit", "madvise", "never")
 THP_SIZE_KNOB = THP_DIR + "/hugepages-{size}/enabled"
+# The role variable that sets them ({"64kB": "always", ...}) and how a size is written in it.
+THP_SIZES_VARIABLE = "thp_sizes"
+THP_SIZE_NAME = r"\d+kB"
+# The boot option that sets them (mm: override mTHP "enabled" defaults at kernel cmdline, Linux 6.12).
+THP_ANON_OPTION = "thp_anon"
+THP_ANON_MIN_KERNEL = (6, 12)
 THP_PERSIST_CHOICES = ("systemd", "kernel_cmdline")
 
 # The role defaults (roles/thp/defaults/main.yml must say the same; roles/preflight_defaults may not differ).
@@ -22,6 +28,7 @@ THP_DEFAULTS = {
     "thp_defrag": "never",
     "thp_khugepaged_defrag": 1,
     "thp_persist": ["systemd"],
+    "thp_sizes": {},
     "thp_state_dir": "/var/lib/preflight/thp",
 }
 

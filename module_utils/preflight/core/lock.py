@@ -14,6 +14,14 @@ Two ways to hold it, one file, one holder format (HOLDER_KEYS, JSON in the lock 
 
 A process inside a run (a probe started by bootstrap.yml) passes the run's token (TOKEN_ENV in its
 environment): while the run's holder still holds the lock it is covered by that hold and takes nothing.
+
+A run whose controller is gone lets go sooner than its expiry when it was waiting for a probe: while the
+controller polls a probe (library/slm_probe_wait.py, core/progress.py wait), each poll touches the run's
+heartbeat file (heartbeat_path, named to the poll by HEARTBEAT_ENV) and the poll that sees the probe end
+removes it again. A holder whose heartbeat exists and has not been touched for HEARTBEAT_GRACE_S (3 x
+PROBE_HEARTBEAT_S: by then the probe itself has been stopped and the node put back, core/thp_arm.py) lets go.
+Without a heartbeat (tuning, between probes) the holder keeps the lock until release or expiry: a long task
+polls nothing, and a restarted run must not tune over a half-done one.
 The lock file is never removed: removing an flocked file lets two processes lock two different inodes.
 """
 
@@ -27,6 +35,8 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 
+from .catalog import PROBE_HEARTBEAT_S
+
 # The roles keep their records in <STATE_DIR>/<role> (thp_state_dir, hugepages_state_dir, jemalloc_state_dir).
 STATE_DIR = "/var/lib/preflight"
 LOCK_FILE = STATE_DIR + "/run.lock"
@@ -37,7 +47,13 @@ LOCK_WAIT_S = 60
 LOCK_MARGIN_S = 900
 # The environment variable that carries a run's token to the processes it starts on the node.
 TOKEN_ENV = "PREFLIGHT_LOCK_TOKEN"
-HOLDER_KEYS = ("pid", "token", "host", "playbook", "controller", "started_at", "expires_at")
+# The environment variable that names the run's heartbeat file to the processes that poll probes on the node.
+HEARTBEAT_ENV = "PREFLIGHT_LOCK_HEARTBEAT"
+HEARTBEAT_SUFFIX = ".heartbeat"
+# A heartbeat untouched this long means the controller stopped polling: the holder lets go.
+HEARTBEAT_GRACE_S = 3 * PROBE_HEARTBEAT_S
+HOLDER_KEYS = ("pid", "token", "host", "playbook", "controller", "started_at", "expires_at", "heartbeat",
+               "heartbeat_grace_s")
 # Places the lock file may never be (a lock file there would be a kernel file or a system directory).
 FORBIDDEN_PARENTS = ("/proc", "/sys", "/dev")
 POLL_S = 0.2
@@ -93,7 +109,8 @@ def new_token() -> str:
 
 
 def holder_info(token: str, host=None, playbook=None, controller=None, expire_s=None, pid=None) -> dict:
-    """The record a holder writes into the lock file: who, from where, since when, until when."""
+    """The record a holder writes into the lock file: who, from where, since when, until when (a detached
+    holder adds its heartbeat file and grace)."""
     started = _now()
     return {
         "pid": pid if pid is not None else os.getpid(),
@@ -103,7 +120,45 @@ def holder_info(token: str, host=None, playbook=None, controller=None, expire_s=
         "controller": controller,
         "started_at": _iso(started),
         "expires_at": _iso(started + timedelta(seconds=expire_s)) if expire_s else None,
+        "heartbeat": None,
+        "heartbeat_grace_s": None,
     }
+
+
+# --- the heartbeat of a run that waits for a probe ----------------------------------------------------------
+def heartbeat_path(lock_path: str) -> str:
+    return lock_path + HEARTBEAT_SUFFIX
+
+
+def touch_heartbeat(path: str | None = None) -> None:
+    """Arm or refresh the run's heartbeat (default: the file HEARTBEAT_ENV names; nothing when none is named)."""
+    path = path if path is not None else os.environ.get(HEARTBEAT_ENV, "")
+    if not path or not os.path.isabs(path):
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+    os.utime(path, None)
+
+
+def disarm_heartbeat(path: str | None = None) -> None:
+    """Remove the run's heartbeat: nothing polls now, so its age says nothing about the controller."""
+    path = path if path is not None else os.environ.get(HEARTBEAT_ENV, "")
+    if path and os.path.isabs(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def heartbeat_stale(path: str | None, grace_s: float, now: float | None = None) -> bool:
+    """Whether the heartbeat is armed and untouched for longer than grace_s."""
+    if not path:
+        return False
+    try:
+        touched = os.stat(path).st_mtime
+    except OSError:
+        return False
+    return (time.time() if now is None else now) - touched > grace_s
 
 
 def describe(holder: dict | None) -> str:
@@ -118,6 +173,8 @@ def describe(holder: dict | None) -> str:
     parts.append(f"started {holder.get('started_at') or '?'}")
     if holder.get("expires_at"):
         parts.append(f"expires {holder['expires_at']} at the latest")
+    if holder.get("heartbeat"):
+        parts.append(f"or {holder.get('heartbeat_grace_s'):g} s after its controller stops polling a probe")
     return ", ".join(parts)
 
 
@@ -173,11 +230,14 @@ def _try_flock(fd: int, wait_s: float) -> bool:
             time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.01)))
 
 
-def _write_holder(fd: int, info: dict) -> None:
+def _write_holder(fd: int, info: dict, path: str = "the lock file") -> None:
     data = (json.dumps(info, sort_keys=True) + "\n").encode("utf-8")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
-    os.fsync(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    except OSError as exc:  # a full disk: the holder is refused, not half-written
+        raise LockError(f"cannot write the holder record to {path}: {exc.strerror or exc}") from exc
 
 
 class Held:
@@ -227,15 +287,17 @@ def acquire(path: str, wait_s: float = LOCK_WAIT_S, info: dict | None = None, to
             if not _try_flock(fd, wait_s):
                 raise LockBusy(path, read_holder(path), round(time.monotonic() - started, 1))
         record = dict(info or holder_info(token or new_token()))
-        _write_holder(fd, record)
+        _write_holder(fd, record, path)
         return Held(path, fd, record)
     except BaseException:
         os.close(fd)
         raise
 
 
-def acquire_detached(path: str, wait_s: float, expire_s: float, info: dict) -> dict:
-    """Take the lock and hand it to a detached holder process that keeps it for at most expire_s seconds.
+def acquire_detached(path: str, wait_s: float, expire_s: float, info: dict,
+                     grace_s: float = HEARTBEAT_GRACE_S) -> dict:
+    """Take the lock and hand it to a detached holder process that keeps it for at most expire_s seconds, or
+    until its heartbeat (heartbeat_path) is armed and stale for grace_s.
 
     Returns the holder record (its pid is the holder's) with waited_s. The caller gives it back with
     release_detached(path, record["token"]).
@@ -243,15 +305,21 @@ def acquire_detached(path: str, wait_s: float, expire_s: float, info: dict) -> d
     started = time.monotonic()
     held = acquire(path, wait_s, dict(info), token="")
     try:
-        pid = _spawn_holder(held.fd, expire_s)
-        record = dict(held.info, pid=pid)
-        _write_holder(held.fd, record)
+        heartbeat = heartbeat_path(path)
+        disarm_heartbeat(heartbeat)  # an earlier run's, left by a controller that died while polling
+        pid = _spawn_holder(held.fd, expire_s, heartbeat, grace_s)
+        record = dict(held.info, pid=pid, heartbeat=heartbeat, heartbeat_grace_s=grace_s)
+        try:
+            _write_holder(held.fd, record, path)
+        except LockError:
+            os.kill(pid, signal.SIGTERM)  # a holder nobody could name must not keep the lock
+            raise
     finally:
         held.release()  # the holder keeps its own descriptor of the same open file, and with it the flock
     return dict(record, waited_s=round(time.monotonic() - started, 1))
 
 
-def _spawn_holder(fd: int, expire_s: float) -> int:
+def _spawn_holder(fd: int, expire_s: float, heartbeat: str, grace_s: float) -> int:
     """Fork a holder in its own session (double fork: not our child, not in our process group); its pid."""
     read_end, write_end = os.pipe()
     child = os.fork()
@@ -261,7 +329,7 @@ def _spawn_holder(fd: int, expire_s: float) -> int:
             os.setsid()
             if os.fork():
                 os._exit(0)
-            _hold_until_released(fd, write_end, expire_s)
+            _hold_until_released(fd, write_end, expire_s, heartbeat, grace_s)
         finally:
             os._exit(1)
     os.close(write_end)
@@ -273,8 +341,10 @@ def _spawn_holder(fd: int, expire_s: float) -> int:
     return int(text)
 
 
-def _hold_until_released(fd: int, report_fd: int, expire_s: float) -> None:  # pragma: no cover - forked
-    """The holder: keep fd (and its flock) until SIGTERM or expiry; nothing of the caller's stays open."""
+def _hold_until_released(fd: int, report_fd: int, expire_s: float, heartbeat: str,
+                         grace_s: float) -> None:  # pragma: no cover - forked
+    """The holder: keep fd (and its flock) until SIGTERM, expiry, or a stale heartbeat; nothing of the caller's
+    stays open."""
     os.set_inheritable(fd, False)
     os.write(report_fd, str(os.getpid()).encode())
     os.close(report_fd)
@@ -288,8 +358,12 @@ def _hold_until_released(fd: int, report_fd: int, expire_s: float) -> None:  # p
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     deadline = time.monotonic() + max(float(expire_s), 1.0)
+    step = min(30.0, max(float(grace_s) / 5, 0.2))
     while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 30.0))
+        if heartbeat_stale(heartbeat, grace_s):
+            disarm_heartbeat(heartbeat)  # before letting go: the next run's holder must not find it stale
+            break
+        time.sleep(min(left, step))
     os._exit(0)
 
 
@@ -314,6 +388,7 @@ def release_detached(path: str, token: str, wait_s: float = 10.0) -> dict:
             raise LockError(
                 f"the holder of {path} (PID {holder['pid']}) did not let go within {wait_s:g} s of SIGTERM"
             )
+        disarm_heartbeat(holder.get("heartbeat"))
         return {"released": True, "expired": False, "holder": holder}
     finally:
         os.close(fd)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from . import plan_servers
+from . import plan_servers, probe_options
 from .catalog import LEVELS, MODEL_SHAPES, PROBE_LEVELS, PROBES, SUITE_PROBE, THP_ENABLED_CHOICES, VLLM_PROBES
 
 ENTRY_KEYS = ("probe", "levels", "timeout_s", "thp_modes", "per_gpu", "options")
@@ -106,10 +106,22 @@ def entry_errors(name, entry) -> list[str]:
         errors.append(f"{where}.timeout_s: '{entry['timeout_s']}' is not a positive number of seconds")
     if "options" in entry and not isinstance(entry["options"], dict):
         errors.append(f"{where}.options: must be a mapping of option name to value")
+    elif probe in PROBES:
+        errors += option_errors(where, probe, entry.get("options"))
     errors += _per_gpu_errors(where, entry, probe)
     if "thp_modes" in entry:
         errors += _list_errors(f"{where}.thp_modes", entry["thp_modes"], THP_ENABLED_CHOICES)
     return errors
+
+
+def option_errors(where: str, probe: str, options) -> list[str]:
+    """Every option of the entry that is not the probe's, or whose value is not of its kind and range (checked
+    on the controller, so that `warm: -5` or `ready_timeout_s: nan` never reach a tuned node)."""
+    try:
+        probe_options.option_args(probe, options)
+    except probe_options.ProbeArgumentError as err:
+        return [f"{where}.{error}" for error in err.errors]
+    return []
 
 
 def _per_gpu_errors(where: str, entry: dict, probe) -> list[str]:

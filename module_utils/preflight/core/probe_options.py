@@ -8,6 +8,8 @@ flag here against the probe's own argparse.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 
 from .catalog import PROBES
@@ -26,6 +28,7 @@ class Option:
 
     flag: str
     kind: str
+    low: int | None = None  # int / int_csv: the least value allowed (floats are always finite and above 0)
 
 
 def _opts(**spec: tuple) -> dict[str, Option]:
@@ -40,15 +43,17 @@ _SERVER_COMMON = dict(
     server_env=("--server-env", "env_map"),
     ready_timeout_s=("--ready-timeout-s", "float"),
     log_dir=("--log-dir", "str"),
-    gpu=("--gpu", "int"),
+    gpu=("--gpu", "int", 0),
 )
 _SERVER_ONE = dict(
     _SERVER_COMMON,
     endpoint=("--endpoint", "str"),
     api_key=("--api-key", "str"),
-    max_model_len=("--max-model-len", "int"),
+    max_model_len=("--max-model-len", "int", 1),
     kv_budget=("--kv-budget", "budget"),
 )
+# probes/ttft.py: a median with a spread needs at least this many warm requests.
+MIN_WARM = 10
 
 # The whitelist: option name (what a playbook writes under `options:`) -> flag of `python -m probes <probe>`.
 # tests/integration/test_slm_probe.py checks every flag here against the probe's own argparse.
@@ -57,23 +62,23 @@ PROBE_OPTIONS: dict[str, dict[str, Option]] = {
         model=("--model", "str"),
         device=("--device", "str"),
         placement=("--placement", "str"),
-        repeats=("--repeats", "int"),
+        repeats=("--repeats", "int", 1),
         drop_caches=("--drop-caches", "bool"),
-        read_repeats=("--read-repeats", "int"),
-        copy_mib=("--copy-mib", "int"),
-        copy_repeats=("--copy-repeats", "int"),
-        gpus=("--gpus", "int_csv"),
+        read_repeats=("--read-repeats", "int", 1),
+        copy_mib=("--copy-mib", "int", 1),
+        copy_repeats=("--copy-repeats", "int", 1),
+        gpus=("--gpus", "int_csv", 0),
         timeout_s=("--timeout-s", "float"),
     ),
     "generate": _opts(
         model=("--model", "str"),
         device=("--device", "str"),
         allocators=("--allocators", "csv"),
-        processes=("--processes", "int"),
-        calls=("--calls", "int"),
-        prompt_tokens=("--prompt-tokens", "int"),
-        new_tokens=("--new-tokens", "int"),
-        threads=("--threads", "int"),
+        processes=("--processes", "int", 1),
+        calls=("--calls", "int", 1),
+        prompt_tokens=("--prompt-tokens", "int", 1),
+        new_tokens=("--new-tokens", "int", 1),
+        threads=("--threads", "int", 1),
         jemalloc_path=("--jemalloc-path", "str"),
         tcmalloc_path=("--tcmalloc-path", "str"),
         malloc_conf=("--malloc-conf", "str"),
@@ -81,28 +86,28 @@ PROBE_OPTIONS: dict[str, dict[str, Option]] = {
     ),
     "ttft": _opts(
         **_SERVER_ONE,
-        warm=("--warm", "int"),
-        input_tokens=("--input-tokens", "int"),
-        output_tokens=("--output-tokens", "int"),
-        peer_rounds=("--peer-rounds", "int"),
-        max_tokens=("--max-tokens", "int"),
-        prompt_words=("--prompt-words", "int"),
+        warm=("--warm", "int", MIN_WARM),
+        input_tokens=("--input-tokens", "int", 1),
+        output_tokens=("--output-tokens", "int", 1),
+        peer_rounds=("--peer-rounds", "int", 0),
+        max_tokens=("--max-tokens", "int", 1),
+        prompt_words=("--prompt-words", "int", 1),
         api=("--api", "csv"),
         request_timeout_s=("--request-timeout-s", "float"),
     ),
     "kv": _opts(
         **_SERVER_COMMON,
-        max_model_len=("--max-model-len", "int_csv"),
+        max_model_len=("--max-model-len", "int_csv", 1),
         kv_budget=("--kv-budget", "budget_csv"),
     ),
     "batching": _opts(
         **_SERVER_ONE,
-        prompts=("--prompts", "int"),
-        max_concurrency=("--max-concurrency", "int"),
-        repeats=("--repeats", "int"),
-        max_tokens=("--max-tokens", "int"),
-        prompt_words=("--prompt-words", "int"),
-        warmup=("--warmup", "int"),
+        prompts=("--prompts", "int", 1),
+        max_concurrency=("--max-concurrency", "int", 1),
+        repeats=("--repeats", "int", 1),
+        max_tokens=("--max-tokens", "int", 1),
+        prompt_words=("--prompt-words", "int", 1),
+        warmup=("--warmup", "int", 0),
         time_budget_s=("--time-budget-s", "float"),
         request_timeout_s=("--request-timeout-s", "float"),
     ),
@@ -113,16 +118,44 @@ SECRET_OPTIONS = frozenset({"api_key"})
 
 _KIND_WORDS = {
     "int": "an integer",
-    "float": "a number",
+    "float": "a finite number above 0",
     "str": "a non-empty string",
     "bool": "true or false",
-    "budget": "a number or a size such as 1GiB",
+    "budget": "a fraction above 0 and at most 1, or a size above 0 such as 1GiB",
     "csv": "a list of words without commas",
     "int_csv": "a list of integers",
-    "budget_csv": "a list of numbers or sizes such as 1GiB",
+    "budget_csv": "a list of fractions above 0 and at most 1, or sizes above 0 such as 1GiB",
     "repeat": "a list of strings",
     "env_map": "a mapping of NAME: value",
 }
+
+# The KV budget rule, here so that the controller checks a plan with the rule the probes parse with
+# (probes/server_spec.py parse_kv_budget): a plain number up to 1 is a fraction of device memory, anything
+# else (a number above 1, or with a unit) is bytes.
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def kv_budget(text) -> tuple[str, float]:
+    """'0.5' -> ("fraction", 0.5); '1GiB', '512MiB', '1073741824' -> ("bytes", n). Raises ValueError."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"KV budget {text!r}: give a fraction of device memory (0.5) or a size (1GiB, 512MiB, bytes)")
+    number, unit = float(m.group(1)), (m.group(2) or "").upper().rstrip("B").rstrip("I")
+    if not unit and number <= 1.0:
+        if number <= 0:
+            raise ValueError(f"KV budget {text!r}: a fraction must be above 0")
+        return "fraction", number
+    size = float(int(number * _UNITS[unit]))
+    if size <= 0:
+        raise ValueError(f"KV budget {text!r}: a size must be above 0 bytes")
+    return "bytes", size
+
+
+def allowed_words(spec: Option) -> str:
+    """What the option takes, in words, its range among them."""
+    words = _KIND_WORDS[spec.kind]
+    return words if spec.low is None else f"{words} of at least {spec.low}"
 
 
 class ProbeArgumentError(ValueError):
@@ -133,30 +166,49 @@ class ProbeArgumentError(ValueError):
         super().__init__("; ".join(errors))
 
 
-def _scalar(kind: str, value):
-    """The value as flag text, or None when it is not of the kind (a YAML boolean is never a number or a word)."""
+def _int_text(value, low: int | None):
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        number = int(value)
+    else:
+        return None
+    return None if low is not None and number < low else str(number)
+
+
+def _float_text(value):
+    if isinstance(value, int | float):
+        number, text = float(value), str(value)
+    elif isinstance(value, str):
+        try:
+            number, text = float(value), value.strip()
+        except ValueError:
+            return None
+    else:
+        return None
+    return text if math.isfinite(number) and number > 0 else None
+
+
+def _budget_text(value):
+    text = str(value).strip() if isinstance(value, int | float | str) else ""
+    try:
+        kv_budget(text)
+    except ValueError:
+        return None
+    return text
+
+
+def _scalar(kind: str, value, low: int | None = None):
+    """The value as flag text, or None when it is not of the kind or out of its range (a YAML boolean is
+    never a number or a word; nan and inf are no number)."""
     if isinstance(value, bool) or value is None:
         return None
     if kind == "int":
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return str(int(value))
-        return None
+        return _int_text(value, low)
     if kind == "float":
-        if isinstance(value, int | float):
-            return str(value)
-        if isinstance(value, str):
-            try:
-                float(value)
-            except ValueError:
-                return None
-            return value.strip()
-        return None
+        return _float_text(value)
     if kind == "budget":
-        if isinstance(value, int | float):
-            return str(value)
-        return value.strip() if isinstance(value, str) and value.strip() and "," not in value else None
+        return _budget_text(value)
     if kind in ("str", "csv"):
         if not isinstance(value, str | int | float) or str(value).strip() == "":
             return None
@@ -165,14 +217,14 @@ def _scalar(kind: str, value):
 
 
 def _flag_args(spec: Option, value) -> list[str] | None:
-    """The arguments one option becomes, or None when the value does not fit its kind."""
+    """The arguments one option becomes, or None when the value does not fit its kind and range."""
     kind = spec.kind
     if kind == "bool":
         return None if not isinstance(value, bool) else ([spec.flag] if value else [])
     if kind in ("csv", "int_csv", "budget_csv"):
         items = list(value) if isinstance(value, list | tuple) else [value]
         item_kind = {"csv": "csv", "int_csv": "int", "budget_csv": "budget"}[kind]
-        texts = [_scalar(item_kind, v) for v in items]
+        texts = [_scalar(item_kind, v, spec.low) for v in items]
         if not texts or any(t is None for t in texts):
             return None
         return [spec.flag, ",".join(texts)]
@@ -186,7 +238,7 @@ def _flag_args(spec: Option, value) -> list[str] | None:
         if any(isinstance(v, bool | dict | list) or v is None for v in value.values()):
             return None
         return [arg for k, v in value.items() for arg in (spec.flag, f"{k}={v}")]
-    text = _scalar(kind, value)
+    text = _scalar(kind, value, spec.low)
     return None if text is None else [spec.flag, text]
 
 
@@ -209,7 +261,7 @@ def option_args(probe: str, options: dict | None) -> list[str]:
         args = _flag_args(spec, value)
         if args is None:
             shown = "(hidden)" if name in SECRET_OPTIONS else repr(value)
-            errors.append(f"options.{name} must be {_KIND_WORDS[spec.kind]}, got {shown}")
+            errors.append(f"options.{name} must be {allowed_words(spec)}, got {shown}")
             continue
         argv.extend(args)
     if errors:

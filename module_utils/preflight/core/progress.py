@@ -16,6 +16,8 @@ import os
 import re
 import time
 
+from . import lock
+
 START = "PREFLIGHT_PROBE_START"
 END = "PREFLIGHT_PROBE_END"
 HEARTBEAT_SUFFIX = ".heartbeat"
@@ -113,7 +115,11 @@ def wait(log: str, wait_s: float, poll_s: float = 1.0) -> dict:
     os.makedirs(os.path.dirname(log) or ".", mode=0o755, exist_ok=True)
     while True:
         touch(heartbeat_path(log))
+        lock.touch_heartbeat()  # the run's lock, too: a holder whose controller stopped polling lets go
         state = read(log)
-        if state["done"] or time.monotonic() >= deadline:
+        if state["done"]:
+            lock.disarm_heartbeat()  # nothing polls until the next probe's wait: its age means nothing then
+            return state
+        if time.monotonic() >= deadline:
             return state
         time.sleep(poll_s)

@@ -6,7 +6,7 @@ Values are written into messages as Jinja's ``~`` wrote them (str()): the role's
 
 from __future__ import annotations
 
-from . import grub
+from . import grub, thp_sizes
 from .catalog import ROLLBACK_RECORD_SCHEMA_VERSION, THP_KHUGEPAGED_DEFRAG_CHOICES, THP_PERSIST_CHOICES
 
 CHECK_NOTE = " (check mode: nothing was written)"
@@ -29,9 +29,10 @@ def _is_list(value) -> bool:
 
 
 # --- Validation (before anything is touched) -----------------------------------------------------------------
-def validate(variables: dict, settings: dict) -> list[str]:
+def validate(variables: dict, settings: dict, sizes: dict | None = None) -> list[str]:
     """Every invalid THP variable, one sentence each (meta/argument_specs.yml has checked the words already;
-    this checks them against what this kernel lists, and what an argument spec cannot)."""
+    this checks them against what this kernel lists, and what an argument spec cannot). ``sizes``: the per-size
+    knobs this kernel offers (thp_sizes.read_sizes), against which thp_sizes is checked."""
     errors = []
     for name in ("thp_enabled", "thp_defrag"):
         value, offered = variables[name], settings[name]["choices"]
@@ -56,11 +57,12 @@ def validate(variables: dict, settings: dict) -> list[str]:
     state_dir = variables["thp_state_dir"]
     if not isinstance(state_dir, str) or not state_dir.startswith("/"):
         errors.append(f"thp_state_dir: '{state_dir}' is not an absolute path")
-    return errors
+    return errors + thp_sizes.validate(variables.get("thp_sizes"), sizes or {})
 
 
-def plan(variables: dict, settings: dict) -> list[dict]:
-    """The three tunables to set, in order: name, path, desired and current value (strings)."""
+def plan(variables: dict, settings: dict, sizes: dict | None = None) -> list[dict]:
+    """The three tunables to set, in order, then the per-size knobs thp_sizes names (smallest first): name, path,
+    desired and current value (strings)."""
     desired = {
         "thp_enabled": str(variables["thp_enabled"]),
         "thp_defrag": str(variables["thp_defrag"]),
@@ -69,7 +71,7 @@ def plan(variables: dict, settings: dict) -> list[dict]:
     return [
         {"name": name, "path": settings[name]["path"], "desired": value, "current": settings[name]["current"]}
         for name, value in desired.items()
-    ]
+    ] + thp_sizes.plan(variables.get("thp_sizes"), sizes or {})
 
 
 def record(recorded: dict, planned: list[dict], persist: list, boot: dict, now: str) -> dict:
@@ -89,6 +91,11 @@ def record(recorded: dict, planned: list[dict], persist: list, boot: dict, now: 
         merged = grub.merge(kept, {**boot["edit"], "recorded_at": now})
         if merged != kept:
             new_cmdline["kernel_cmdline"] = merged
+    if "kernel_cmdline" in persist and boot["kind"] == "grub":
+        kept_anon = recorded.get("kernel_cmdline_thp_anon")
+        anon = thp_sizes.record_anon(kept_anon, boot, now)
+        if anon != kept_anon:
+            new_cmdline["kernel_cmdline_thp_anon"] = anon
     state = {**recorded, "schema_version": ROLLBACK_RECORD_SCHEMA_VERSION, "settings": {**settings, **new}}
     state.update(new_cmdline)
     return {"state": state, "changes": len(new) + len(new_cmdline)}
@@ -124,7 +131,7 @@ def cmdline_outcome(boot: dict, booted: str | None, enabled: str, grub: dict, ch
     """State, detail and reboot_required of the kernel_cmdline method. ``grub``: the results of editing the
     defaults file (edit) and regenerating the configuration (regenerate) as the tasks registered them."""
     if boot["kind"] != "grub":
-        return {"state": "unavailable", "detail": boot["reason"], "reboot_required": False}
+        return {"state": "unavailable", "detail": boot["reason"] + thp_sizes.anon_note(boot), "reboot_required": False}
     regenerate = grub["regenerate"]
     command = " ".join(boot["regenerate"])
     if regenerate.get("rc", 0) != 0:
@@ -136,14 +143,18 @@ def cmdline_outcome(boot: dict, booted: str | None, enabled: str, grub: dict, ch
     if reboot:
         was = f"transparent_hugepage={booted}" if booted else "no transparent_hugepage= option"
         note = f"; the running kernel was booted with {was}: reboot required for the command line to take effect"
+    elif thp_sizes.anon_reboot(boot):
+        reboot = True
+        note = "; the running kernel was booted with other thp_anon= options: reboot required for them to take effect"
     if grub["edit"].get("changed"):
         detail = (
             f"transparent_hugepage={enabled} put in GRUB_CMDLINE_LINUX of {boot['defaults_file']} and the GRUB "
-            f"configuration regenerated with {command}{note}{CMDLINE_SCOPE}{CHECK_NOTE if check_mode else ''}"
+            f"configuration regenerated with {command}{note}{CMDLINE_SCOPE}{thp_sizes.anon_note(boot)}"
+            f"{CHECK_NOTE if check_mode else ''}"
         )
         return {"state": "installed", "reboot_required": reboot, "detail": detail}
     detail = f"GRUB_CMDLINE_LINUX of {boot['defaults_file']} already has transparent_hugepage={enabled}"
-    detail += note + CMDLINE_SCOPE
+    detail += note + CMDLINE_SCOPE + thp_sizes.anon_note(boot)
     return {"state": "unchanged", "reboot_required": reboot, "detail": detail}
 
 
@@ -200,6 +211,10 @@ def result(planned: list[dict], applied: list[dict], readback: dict, outcome: di
 
 
 # --- Rollback ------------------------------------------------------------------------------------------------
+def _cmdline_recorded(recorded: dict) -> bool:
+    return "kernel_cmdline" in recorded or "kernel_cmdline_thp_anon" in recorded
+
+
 def rollback_plan(recorded: dict, boot: dict | None) -> dict:
     """What rollback restores: the recorded tunables, the GRUB file (``boot``: thp_node.rollback_bootloader,
     None when no GRUB edit was recorded), and whether the record can go (a command line that could not be
@@ -213,7 +228,7 @@ def rollback_plan(recorded: dict, boot: dict | None) -> dict:
         ],
         "cmdline": boot,
         "restore_cmdline": restore_cmdline,
-        "remove_record": bool(recorded) and ("kernel_cmdline" not in recorded or restore_cmdline),
+        "remove_record": bool(recorded) and (not _cmdline_recorded(recorded) or restore_cmdline),
     }
 
 
@@ -229,9 +244,9 @@ def rollback_lines(recorded: dict, state_file: str, restored: list[dict], unit: 
         lines.append(f"systemd: removed {unit['path']} and {unit['link_path']}")
     if grub.get("changed"):
         lines.append(
-            f"kernel_cmdline: restored in {recorded['kernel_cmdline']['file']} and GRUB regenerated; reboot required "
+            f"kernel_cmdline: restored in {(boot or {}).get('defaults_file')} and GRUB regenerated; reboot required "
             "for the command line to take effect"
         )
-    elif "kernel_cmdline" in recorded and (boot or {}).get("kind") != "grub":
+    elif _cmdline_recorded(recorded) and (boot or {}).get("kind") != "grub":
         lines.append(f"kernel_cmdline: not restored, {(boot or {}).get('reason')}")
     return lines

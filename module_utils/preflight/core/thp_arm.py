@@ -12,6 +12,7 @@ records a node's original values: while a live owner holds it, the node's mode i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,9 +164,15 @@ class ThpArm:
         held = {"pid": os.getpid(), "pid_start": _start_time(os.getpid()), "probe": self.probe, "mode": self.mode,
                 "original": self.original, "knob": self.knob, "since": since}
         tmp = f"{self.marker}.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(held, handle)
-        os.replace(tmp, self.marker)
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(held, handle)
+            os.replace(tmp, self.marker)
+        except OSError as err:  # a full disk: no partial marker, and THP is not touched without one
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise ThpArmError(f"cannot write the A/B marker {self.marker}: {err.strerror or err}; "
+                              "THP was not changed") from err
 
     def _remove_marker(self) -> None:
         try:

@@ -102,25 +102,30 @@ def bootloader(tree: Tree, defaults_file: str, cmdline_thp: str, which=find_tool
     return info
 
 
-def rollback_bootloader(tree: Tree, recorded: dict, which=find_tool) -> dict:
+def rollback_bootloader(tree: Tree, recorded: dict | None, which=find_tool, after: dict | None = None) -> dict:
     """The GRUB defaults file as rollback leaves it: exactly the option Preflight added taken out and the one it
     replaced put back (core/grub.py revert), every later edit kept. ``error`` names the file and the difference
     when the file no longer holds what Preflight wrote (the role then stops and keeps the record). A record of
     an older Preflight (``original_option``, no ``added``) is read as: the one THP option the line holds now is
-    Preflight's, the recorded original is what it replaced."""
-    path = recorded["file"]
+    Preflight's, the recorded original is what it replaced. ``after``: the record of the thp_anon= words
+    (core/thp_sizes.py), put in after the transparent_hugepage= option and so taken out first."""
+    path = (recorded or after)["file"]
     info = {"kind": None, "reason": None, "error": None, "defaults_file": path, "regenerate": None,
             "mode": None, "content": None, "changed": False}
     text, info["regenerate"], info["reason"] = _regenerator(tree, path, which)
     if info["regenerate"] is None:
         return info
     try:
-        if "added" not in recorded:
+        reverted = {"text": text, "changed": False}
+        if after:
+            reverted = grub.revert(text, path, after)
+        if recorded and "added" not in recorded:
             original = recorded.get("original_option")
             replaced = [f"transparent_hugepage={original}"] if original else []
-            recorded = grub.record_from(None, text, path, recorded.get("variable", CMDLINE_VARIABLE), THP_SELECTOR,
-                                        replaced)
-        reverted = grub.revert(text, path, recorded)
+            recorded = grub.record_from(None, reverted["text"], path, recorded.get("variable", CMDLINE_VARIABLE),
+                                        THP_SELECTOR, replaced)
+        if recorded:
+            reverted = {"text": grub.revert(reverted["text"], path, recorded)["text"], "changed": True}
     except grub.GrubError as err:
         info.update(reason=str(err), error=str(err))
         return info
@@ -157,14 +162,15 @@ def other_writers(tree: Tree, own_unit: str) -> list[str]:
     return writers
 
 
-def size_knob_conflict(tree: Tree, enabled: str) -> list[str]:
-    """The PMD-size knob of multi-size THP, when it does not follow the global 'enabled'."""
+def size_knob_conflict(tree: Tree, enabled: str, sizes: dict | None = None) -> list[str]:
+    """The PMD-size knob of multi-size THP, when it does not follow the global 'enabled' (and thp_sizes,
+    ``sizes``, does not set it: then it is what the operator asked for)."""
     pmd_size = (tree.read(f"{THP_DIR}/hpage_pmd_size") or "").strip()
     if not pmd_size.isdigit():
         return []
     knob = THP_SIZE_KNOB.format(size=f"{int(pmd_size) // 1024}kB")
     text = tree.read(knob)
-    if text is None:
+    if text is None or f"{int(pmd_size) // 1024}kB" in (sizes or {}):
         return []
     current = parse_choices(text)[0]
     if current == "inherit":
@@ -172,7 +178,8 @@ def size_knob_conflict(tree: Tree, enabled: str) -> list[str]:
     return [f"{knob} is '{current}', not 'inherit': pages of that size follow it, not thp_enabled={enabled}"]
 
 
-def conflicts(tree: Tree, enabled: str, defrag: str, booted: str | None, boot: dict, own_unit: str) -> list[str]:
+def conflicts(tree: Tree, enabled: str, defrag: str, booted: str | None, boot: dict, own_unit: str,
+              sizes: dict | None = None) -> list[str]:
     """One sentence per thing that overrides, or would override at boot, the wanted THP settings."""
     found = []
     if booted is not None and booted != enabled:
@@ -193,7 +200,7 @@ def conflicts(tree: Tree, enabled: str, defrag: str, booted: str | None, boot: d
             f"{path} writes Transparent Huge Pages settings too: at boot it may override thp_enabled={enabled} "
             f"and thp_defrag={defrag}; remove it or make it agree"
         )
-    return found + size_knob_conflict(tree, enabled)
+    return found + size_knob_conflict(tree, enabled, sizes)
 
 
 def systemd_facts(tree: Tree, own_unit: str, wants_dir: str) -> dict:
@@ -214,7 +221,7 @@ def read_record(tree: Tree, path: str | None) -> dict:
 
 
 def inspect(tree: Tree, enabled: str | None, defrag: str, cmdline_thp: str, own_unit: str, grub_defaults_file: str,
-            wants_dir: str) -> dict:
+            wants_dir: str, sizes: dict | None = None) -> dict:
     """Everything the role decides on, read from the node (the role's thp_inspect returns it as is)."""
     booted = thp_option(tree.read("/proc/cmdline"))
     boot = bootloader(tree, grub_defaults_file, cmdline_thp)
@@ -224,5 +231,5 @@ def inspect(tree: Tree, enabled: str | None, defrag: str, cmdline_thp: str, own_
         "systemd": systemd_facts(tree, own_unit, wants_dir),
         "bootloader": boot,
         "booted_option": booted,
-        "conflicts": conflicts(tree, enabled, defrag, booted, boot, own_unit) if enabled else [],
+        "conflicts": conflicts(tree, enabled, defrag, booted, boot, own_unit, sizes) if enabled else [],
     }

@@ -81,6 +81,9 @@ def sections(doc: dict) -> list[dict]:
             ]
             notes += [f"{name}: {n}" for n in results.get("notes") or [] if isinstance(n, str)]
             notes += [f"{name}: ERROR {err}" for err in envelope.get("errors") or []]
+        notes += [f"NOTE {c['title']}: {c['reason']}" for c in doc.get("checks") or []
+                  if c["status"] == "warn" and c["id"].startswith(f"probe.{kind}.") and c["id"].endswith(".spread")
+                  and ".verdict." not in c["id"]]
         if kind == "load":
             charts += _thp_ab(doc, names)
         out.append(

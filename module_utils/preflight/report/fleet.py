@@ -7,7 +7,7 @@ import statistics
 from ..core.catalog import SUMMARY_SCHEMA_VERSION
 from ..core.document import HOST_STATUSES, comparison_group
 from ..core.thresholds import MAD_SCALE, OUTLIER_MIN_HOSTS, OUTLIER_MIN_RELATIVE, OUTLIER_SCORE
-from . import metrics
+from . import headline, metrics
 
 
 def outliers(
@@ -123,6 +123,8 @@ def summary(docs: list[dict], run_id: str, time: str, files: dict[str, dict[str,
                 "regressions": (doc["history"] or {}).get("regressions", []),
                 "previous_run_id": (doc["history"] or {}).get("previous_run_id"),
                 "files": files.get(doc["host"], {}),
+                "headline": headline.verdict_line(doc),
+                "key_figures": headline.key_figures(doc),
             }
         )
     return {

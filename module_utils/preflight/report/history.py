@@ -10,7 +10,7 @@ import json
 import os
 
 from ..core.catalog import HOST_DOCUMENT_SCHEMA_VERSION
-from . import metrics
+from . import headline, metrics
 from .files import LATEST, host_file_stem
 
 RANK = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
@@ -118,6 +118,7 @@ def compare(previous: dict, current: dict) -> dict:
         "regressions": regressions,
         "improvements": improvements,
         "changes": changes,
+        "key_figures": headline.key_values(previous),
     }
 
 

@@ -22,6 +22,7 @@ from . import (
     recommendations,
     render_html,
     render_markdown,
+    slices,
 )
 from .files import (
     HOST_FILE_KINDS,
@@ -102,10 +103,22 @@ def build_run(
             + " | ".join(invalid[:20])
         )
 
+    summary, outputs = render_run(docs, run_id, time, now.timestamp())
+    # Each reached node's own textfile: copied to the node (playbooks/report.yml), not kept in the run directory.
+    textfiles = node_metrics.node_textfiles(docs, now.timestamp())
+    return {"run_id": run_id, "time": time, "docs": docs, "summary": summary, "outputs": outputs,
+            "node_metrics": textfiles, "outlier_limits": (score, min_relative), "timestamp": now.timestamp()}
+
+
+def render_run(docs: list[dict], run_id: str, time: str, timestamp: float,
+               hosts: set[str] | None = None) -> tuple[dict, dict[str, str]]:
+    """The summary and every file of the run: host files (of `hosts` only, when given) and the run's own files."""
     files = {d["host"]: {kind: f"{file_stem(d['host'])}.{kind}" for kind in HOST_FILE_KINDS} for d in docs}
     summary = fleet.summary(docs, run_id, time, files)
     outputs: dict[str, str] = {}
     for doc in docs:
+        if hosts is not None and doc["host"] not in hosts:
+            continue
         names = files[doc["host"]]
         outputs[names["json"]] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
         outputs[names["md"]] = render_markdown.host_report(doc)
@@ -113,18 +126,23 @@ def build_run(
     outputs["summary.json"] = json.dumps(summary, indent=2, sort_keys=True) + "\n"
     outputs["summary.md"] = render_markdown.summary_report(summary)
     outputs["summary.html"] = render_html.fleet_page(summary)
-    outputs[PROM_FILE] = prometheus.textfile(docs, run_id, now.timestamp())
+    outputs[PROM_FILE] = prometheus.textfile(docs, run_id, timestamp)
     outputs["junit.xml"] = junit.junit_xml(docs, run_id, time)
-    # Each reached node's own textfile: copied to the node (playbooks/report.yml), not kept in the run directory.
-    textfiles = node_metrics.node_textfiles(docs, now.timestamp())
-    return {"run_id": run_id, "time": time, "docs": docs, "summary": summary, "outputs": outputs,
-            "node_metrics": textfiles}
+    return summary, outputs
 
 
 def write_run(run: dict, report_dir: str, prometheus_dir: str | None = None) -> list[str]:
     """Write every output of `run`; returns the paths written, `latest` last."""
     run_dir = os.path.join(report_dir, run["run_id"])
     os.makedirs(run_dir, mode=REPORT_DIR_MODE, exist_ok=True)
+    # Slices of one run (AWX job slicing, --limit partitions with one preflight_run_id) write into the same
+    # directory: each folds in the documents the others wrote, one slice at a time, so the slice that
+    # writes last leaves the summary of the whole run, whether the slices finished together or apart.
+    with slices.run_dir_lock(run_dir):
+        return _write_locked(slices.merge(run, run_dir, render_run), report_dir, run_dir, prometheus_dir)
+
+
+def _write_locked(run: dict, report_dir: str, run_dir: str, prometheus_dir: str | None) -> list[str]:
     written = []
     # Host files first and summary last, so a summary never lists a host file that is not there yet.
     order = sorted(run["outputs"], key=lambda n: (n.startswith("summary.") or n in (PROM_FILE, "junit.xml"), n))

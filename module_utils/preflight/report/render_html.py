@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from ..core.thresholds import OUTLIER_MIN_HOSTS
-from . import charts, fleet
+from . import charts, fleet, fleet_charts, headline
 from . import render_markdown as md
 
 CSS = """
@@ -22,6 +22,11 @@ ul.todo li{margin:.35em 0} .notrun{color:#888;font-style:italic}
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:8em}
 .card b{font-size:22px;display:block} th.sortable{cursor:pointer} th.sortable:after{content:" \\2195";color:#aaa}
 figure{margin:.6em 0} figcaption{color:#555;font-size:12px}
+.headline{font-size:17px;padding:.5em .8em;border-radius:4px}
+.pass-line{background:#e8f5e9}.fail-line{background:#fdecea}
+.card span{color:#555;font-size:12px}.card small{display:block;color:#555;font-size:12px}.card small.prev{color:#777}
+.warn-card{border-color:#e69500;border-width:2px}.fail-card{border-color:#c62828;border-width:2px}
+p.notes{color:#555}
 """
 
 SORT_JS = """
@@ -88,22 +93,7 @@ def host_page(doc: dict) -> str:
             f"<code>{escape(doc['error'].get('task') or 'unknown task')}</code>: "
             f"{escape(doc['error']['msg'])}</div>"
         )
-    body.append('<h2>What to do</h2><ul class="todo">')
-    todo = [c for c in doc["checks"] if c["status"] == "fail"] + [c for c in doc["checks"] if c["status"] == "warn"]
-    for c in todo:
-        body.append(f"<li>{badge(c['status'])} <code>{escape(c['id'])}</code> {_inline(c['reason'])}</li>")
-    for r in doc["recommendations"]:
-        body.append(f"<li>{badge('rec', 'recommend')} {_inline(md.recommendation_line(r))}</li>")
-    for o in doc["outliers"]:
-        body.append(f"<li>{badge('outlier')} {escape(fleet.describe_outlier(o))}</li>")
-    for r in (doc["history"] or {}).get("regressions", []):
-        body.append(
-            f"<li>{badge('regression')} {escape(r['what'])}: {e(r['before'])} → {e(r['after'])}. "
-            f"{escape(r['reason'])}</li>"
-        )
-    if not (todo or doc["recommendations"] or doc["outliers"] or (doc["history"] or {}).get("regressions")):
-        body.append("<li>Nothing: every check passed and nothing stands out.</li>")
-    body.append("</ul>")
+    body += _headline(doc) + _todo(doc)
 
     if doc["checks"]:
         c = fleet.counts(doc["checks"])
@@ -129,6 +119,44 @@ def host_page(doc: dict) -> str:
     body += _history(doc)
     body += _facts(doc)
     return page(f"Preflight {host}: {doc['verdict']}", body)
+
+
+def _headline(doc: dict) -> list[str]:
+    """The verdict in one line and the key figures, each with its previous run, before any table."""
+    fit = "pass" if doc["status"] == "ok" and not headline.todo(doc)["failures"] else "fail"
+    out = [f'<p class="headline {fit}-line"><b>{escape(headline.verdict_line(doc))}</b></p>']
+    cards = []
+    for f in headline.key_figures(doc):
+        status = f" {f['status']}-card" if f.get("status") in ("warn", "fail") else ""
+        against = f"<small>{escape(f['against'])}</small>" if f.get("against") else ""
+        change = f["change"] or ("no previous run" if not doc["history"] else "previous run: not measured")
+        cards.append(f'<div class="card{status}"><span>{escape(f["label"])}</span>'
+                     f"<b>{escape(headline.show(f['value'], f['unit']))}</b>{against}"
+                     f'<small class="prev">{escape(change)}</small></div>')
+    if cards:
+        out.append('<div class="cards">' + "".join(cards) + "</div>")
+    return out
+
+
+def _todo(doc: dict) -> list[str]:
+    """What to do, ranked by consequence; measurement notes get one pointing line at the end."""
+    items = headline.todo(doc)
+    body = ['<h2>What to do</h2><ol class="todo">']
+    body += [f"<li>{badge('fail')} <code>{escape(c['id'])}</code> {_inline(c['reason'])}</li>"
+             for c in items["failures"]]
+    body += [f"<li>{badge('rec', 'change')} {_inline(md.recommendation_line(r))}</li>" for r in items["changes"]]
+    body += [f"<li>{badge('warn')} <code>{escape(c['id'])}</code> {_inline(c['reason'])}</li>"
+             for c in items["look_at"]]
+    body += [f"<li>{badge('regression')} {escape(r['what'])}: {e(r['before'])} → {e(r['after'])}. "
+             f"{escape(r['reason'])}</li>" for r in items["regressions"]]
+    body += [f"<li>{badge('outlier')} {escape(fleet.describe_outlier(o))}</li>" for o in items["outliers"]]
+    if len(body) == 1:
+        body.append("<li>Nothing: no check fails, no change is recommended and nothing stands out.</li>")
+    body.append("</ol>")
+    note = headline.notes_line(items["notes"])
+    if note:
+        body.append(f'<p class="notes">{badge("skip", "note")} {escape(note)}</p>')
+    return body
 
 
 def _settings(doc: dict) -> list[str]:
@@ -270,7 +298,8 @@ def _inline(text: str) -> str:
 
 
 def fleet_page(summary: dict) -> str:
-    body = _fleet_header(summary) + _fleet_attention(summary) + _fleet_table(summary) + _fleet_findings(summary)
+    body = (_fleet_header(summary) + _fleet_attention(summary) + _fleet_recommendations(summary)
+            + _fleet_charts(summary) + _fleet_table(summary) + _fleet_findings(summary))
     return page(f"Preflight fleet {summary['run_id']}", body, SORT_JS)
 
 
@@ -288,16 +317,53 @@ def _fleet_header(summary: dict) -> list[str]:
                 ("incomplete", "incomplete"),
                 ("failed", "failed"),
                 ("unreachable", "unreachable"),
-                ("verdict_pass", "pass"),
-                ("verdict_warn", "warn"),
-                ("verdict_fail", "fail"),
+                ("verdict_pass", "hosts pass"),
+                ("verdict_warn", "hosts warn"),
+                ("verdict_fail", "hosts fail"),
             ]
         )
         + "</div>",
-        f"<p>Checks: {t['checks_pass']} pass, {t['checks_warn']} warn, {t['checks_fail']} fail, "
-        f"{t['checks_skip']} skip.</p>",
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card{" fail-card" if k == "checks_fail" and t[k] else ""}"><b>{t[k]}</b> {label}</div>'
+            for k, label in [("checks_fail", "checks fail"), ("checks_warn", "checks warn"),
+                             ("checks_pass", "checks pass"), ("checks_skip", "checks skipped")]
+        )
+        + "</div>",
     ]
+    fit = "pass" if not summary["not_ok"] and not summary["failing_checks"] else "fail"
+    body.insert(1, f'<p class="headline {fit}-line"><b>{escape(headline.fleet_line(summary))}</b></p>')
     return body
+
+
+def _fleet_recommendations(summary: dict) -> list[str]:
+    """Changes to make, the one that helps most hosts first, each naming its hosts and the variable."""
+    recs = md.grouped_recommendations(summary)
+    if not recs:
+        return []
+    return [
+        '<h2>Recommendations (most hosts first)</h2><ol class="todo">'
+        + "".join(
+            f"<li>{badge('rec', 'change')} <b>{escape(', '.join(hosts))}</b> {_inline(md.recommendation_line(x))}</li>"
+            for hosts, x in recs
+        )
+        + "</ol>"
+    ]
+
+
+def _fleet_charts(summary: dict) -> list[str]:
+    figures = fleet_charts.figure_table(summary)
+    if not figures:
+        return []
+    return ["<h2>Key figures across hosts</h2>"] + [
+        f"<figure>{fleet_charts.chart(f)}<figcaption>{escape(_figure_caption(f))}</figcaption></figure>"
+        for f in figures
+    ]
+
+
+def _figure_caption(figure: dict) -> str:
+    marked = [f"{h['host']}: {fleet.describe_outlier(h['outlier'])}" for h in figure["hosts"] if h["outlier"]]
+    return "Outliers: " + "; ".join(marked) if marked else "No host stands out within its class."
 
 
 def _fleet_attention(summary: dict) -> list[str]:
@@ -389,15 +455,6 @@ def _fleet_findings(summary: dict) -> list[str]:
     else:
         body.append(
             f'<p class="notrun">None (a class needs {OUTLIER_MIN_HOSTS} hosts with the same figure to compare).</p>'
-        )
-    recs = md.grouped_recommendations(summary)
-    if recs:
-        body.append(
-            "<h2>Recommendations</h2><ul>"
-            + "".join(
-                f"<li><b>{escape(', '.join(hosts))}</b> {_inline(md.recommendation_line(x))}</li>" for hosts, x in recs
-            )
-            + "</ul>"
         )
     regs = [(r["host"], x) for r in summary["hosts"] for x in r["regressions"]]
     if regs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..core import thresholds as thr
-from . import charts, fleet, metrics
+from . import charts, fleet, fleet_charts, headline, metrics
 
 ICON = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
@@ -58,21 +58,7 @@ def host_report(doc: dict) -> str:
         task = doc["error"].get("task") or "unknown task"
         lines += [f"> **{doc['status'].upper()}** at `{task}`: {doc['error']['msg']}", ""]
 
-    lines += ["## What to do", ""]
-    todo = [c for c in doc["checks"] if c["status"] == "fail"] + [c for c in doc["checks"] if c["status"] == "warn"]
-    for c in todo:
-        lines.append(f"- **{ICON[c['status']]}** `{c['id']}` — {c['reason']}")
-    for r in doc["recommendations"]:
-        lines.append(f"- **RECOMMEND** {recommendation_line(r)}")
-    for o in doc["outliers"]:
-        lines.append(
-            f"- **OUTLIER** {fleet.describe_outlier(o)}: compare this node's hardware and settings with its class."
-        )
-    for r in (doc["history"] or {}).get("regressions", []):
-        lines.append(f"- **REGRESSION** {r['what']}: {cell(r['before'])} -> {cell(r['after'])}. {r['reason']}")
-    if not (todo or doc["recommendations"] or doc["outliers"] or (doc["history"] or {}).get("regressions")):
-        lines.append("Nothing: every check passed and nothing stands out.")
-    lines.append("")
+    lines += headline_section(doc) + todo_section(doc)
 
     if doc["checks"]:
         c = fleet.counts(doc["checks"])
@@ -91,6 +77,36 @@ def host_report(doc: dict) -> str:
     lines += history_section(doc)
     lines += facts_section(doc)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def headline_section(doc: dict) -> list[str]:
+    """The verdict in one line, then the key figures beside their previous run: before any table."""
+    out = [f"**{headline.verdict_line(doc)}**", ""]
+    for f in headline.key_figures(doc):
+        against = f" {f['against']}" if f.get("against") else ""
+        change = f"; {f['change']}" if f.get("change") else ("; no previous run" if not doc["history"] else "")
+        status = f" ({f['status'].upper()})" if f.get("status") in ("warn", "fail") else ""
+        out.append(f"- **{f['label']}**: {headline.show(f['value'], f['unit'])}{against}{status}{change}")
+    return out + ([""] if out[-1] else [])
+
+
+def todo_section(doc: dict) -> list[str]:
+    """What to do, ranked by consequence; measurement notes get one pointing line at the end."""
+    items = headline.todo(doc)
+    lines = ["## What to do", ""]
+    lines += [f"- **FAIL** `{c['id']}` — {c['reason']}" for c in items["failures"]]
+    lines += [f"- **CHANGE** {recommendation_line(r)}" for r in items["changes"]]
+    lines += [f"- **WARN** `{c['id']}` — {c['reason']}" for c in items["look_at"]]
+    lines += [f"- **REGRESSION** {r['what']}: {cell(r['before'])} -> {cell(r['after'])}. {r['reason']}"
+              for r in items["regressions"]]
+    lines += [f"- **OUTLIER** {fleet.describe_outlier(o)}: compare this node's hardware and settings with its class."
+              for o in items["outliers"]]
+    if len(lines) == 2:
+        lines.append("- Nothing: no check fails, no change is recommended and nothing stands out.")
+    note = headline.notes_line(items["notes"])
+    if note:
+        lines.append(f"- NOTE {note}")
+    return lines + [""]
 
 
 def _with_unit(value, unit):
@@ -222,6 +238,9 @@ def facts_section(doc: dict) -> list[str]:
             if thp.get("supported")
             else f"not supported ({thp.get('reason')})",
         ],
+        # Per-size THP (Linux 6.8+), smallest first as node_facts lists them; sizes without 'enabled' are shmem's.
+        ["THP per size", ", ".join(f"{size} {s['enabled']}" for size, s in (thp.get("sizes") or {}).items()
+                                   if s.get("enabled")) or None],
         ["NUMA nodes", len((facts.get("numa") or {}).get("nodes") or [])],
         ["/etc/ld.so.preload", alloc.get("ld_so_preload")],
         ["jemalloc found", alloc.get("jemalloc_paths")],
@@ -314,7 +333,7 @@ def grouped_recommendations(summary: dict) -> list[tuple[list[str], dict]]:
         for rec in row["recommendations"]:
             key = (rec["id"], rec["variable"], json.dumps(rec["value"], sort_keys=True))
             groups.setdefault(key, ([], rec))[0].append(row["host"])
-    return list(groups.values())
+    return sorted(groups.values(), key=lambda group: -len(group[0]))  # the change that helps most hosts first
 
 
 def summary_report(summary: dict) -> str:
@@ -327,6 +346,8 @@ def summary_report(summary: dict) -> str:
         f"· verdicts: {t['verdict_pass']} pass, {t['verdict_warn']} warn, {t['verdict_fail']} fail "
         f"· checks: {t['checks_pass']} pass, {t['checks_warn']} warn, {t['checks_fail']} fail, "
         f"{t['checks_skip']} skip",
+        "",
+        f"**{headline.fleet_line(summary)}**",
         "",
     ]
     bad = [r for r in summary["hosts"] if r["status"] != "ok"]
@@ -343,8 +364,26 @@ def summary_report(summary: dict) -> str:
             for f in r["failing"]:
                 lines.append(f"- **{r['host']}** {f}")
         lines.append("")
-    lines += ["## Hosts", ""]
-    lines += table(
+    recs = grouped_recommendations(summary)
+    if recs:
+        lines += ["## Recommendations (most hosts first)", ""]
+        lines += [f"- **{', '.join(hosts)}** {recommendation_line(x)}" for hosts, x in recs] + [""]
+    lines += fleet_charts.markdown(summary)
+    lines += _hosts_table(summary)
+    outliers = [(r["host"], o) for r in summary["hosts"] for o in r["outliers"]]
+    if outliers:
+        lines += ["## Outliers against the fleet", ""]
+        lines += [f"- **{h}** {fleet.describe_outlier(o)}" for h, o in outliers] + [""]
+    regs = [(r["host"], x) for r in summary["hosts"] for x in r["regressions"]]
+    if regs:
+        lines += ["## Regressions since the previous run", ""]
+        lines += [f"- **{h}** {x['what']}: {cell(x['before'])} -> {cell(x['after'])}. {x['reason']}" for h, x in regs]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _hosts_table(summary: dict) -> list[str]:
+    return ["## Hosts", ""] + table(
         [
             "host",
             "class",
@@ -383,17 +422,3 @@ def summary_report(summary: dict) -> str:
             for r in summary["hosts"]
         ],
     )
-    outliers = [(r["host"], o) for r in summary["hosts"] for o in r["outliers"]]
-    if outliers:
-        lines += ["## Outliers against the fleet", ""]
-        lines += [f"- **{h}** {fleet.describe_outlier(o)}" for h, o in outliers] + [""]
-    recs = grouped_recommendations(summary)
-    if recs:
-        lines += ["## Recommendations", ""]
-        lines += [f"- **{', '.join(hosts)}** {recommendation_line(x)}" for hosts, x in recs] + [""]
-    regs = [(r["host"], x) for r in summary["hosts"] for x in r["regressions"]]
-    if regs:
-        lines += ["## Regressions since the previous run", ""]
-        lines += [f"- **{h}** {x['what']}: {cell(x['before'])} -> {cell(x['after'])}. {x['reason']}" for h, x in regs]
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"

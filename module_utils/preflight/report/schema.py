@@ -120,6 +120,11 @@ _HISTORY = {
         "regressions": {"type": "array", "items": _CHANGE},
         "improvements": {"type": "array", "items": _CHANGE},
         "changes": {"type": "array", "items": _CHANGE},
+        "key_figures": {
+            "type": "object",
+            "additionalProperties": NULLABLE_NUM,
+            "description": "The previous run's key figures (report/headline.py key_values), shown beside this run's",
+        },
     },
 }
 

@@ -11,7 +11,7 @@ description:
   - Reads the live Transparent Huge Pages settings and the choices this kernel offers for each.
   - Says whether systemd is running as PID 1 and whether a GRUB defaults file and a command to
     regenerate the GRUB configuration exist, and computes the defaults file as it is with the wanted
-    C(transparent_hugepage=) option in C(GRUB_CMDLINE_LINUX) (C(module_utils/preflight/core/grub.py): the file
+    C(transparent_hugepage=) option in C(GRUB_CMDLINE_LINUX) (C(module_utils/preflight/core/grub.py) - the file
     is read as the shell reads it, only that option changes, a line it cannot read with certainty is refused).
   - Lists what would override THP at boot or now, each as a sentence for the operator
     (a tuned profile, the kernel command line, the GRUB defaults, other units or tmpfiles.d and
@@ -56,13 +56,19 @@ options:
   variables:
     description:
       - The role's variables (C(thp_enabled), C(thp_defrag), C(thp_khugepaged_defrag), C(thp_persist),
-        C(thp_state_dir)) as the play has them, types kept. Gives RV(errors), RV(plan) and RV(record).
+        C(thp_state_dir), C(thp_sizes)) as the play has them, types kept. Gives RV(errors), RV(plan) and RV(record).
       - O(enabled), O(defrag) and O(cmdline_thp) default to them.
     type: dict
   rollback:
     description: Also work out what rollback restores from the record in O(state_file) (RV(rollback)).
     type: bool
     default: false
+  root:
+    description:
+      - The directory every node path is read under; C(/) on a live node, a copy of C(/sys) and C(/proc) to
+        inspect a recorded tree (e.g. one from a kernel without per-size THP knobs).
+    type: path
+    default: /
 attributes:
   check_mode:
     support: full
@@ -85,7 +91,9 @@ supported:
   returned: always
   type: bool
 settings:
-  description: Per role variable, the tunable's C(path), C(current) value and C(choices).
+  description:
+    - Per role variable, the tunable's C(path), C(current) value and C(choices); each per-size knob
+      as C(thp_sizes[<N>kB]).
   returned: always
   type: dict
   sample:
@@ -93,6 +101,17 @@ settings:
       path: /sys/kernel/mm/transparent_hugepage/enabled
       current: madvise
       choices: [always, madvise, never]
+sizes:
+  description:
+    - Every page size this kernel offers for anonymous THP (C(hugepages-<N>kB/enabled), Linux 6.8+), smallest
+      first, with C(path), C(current) and C(choices); empty on an older kernel.
+  returned: always
+  type: dict
+  sample:
+    64kB:
+      path: /sys/kernel/mm/transparent_hugepage/hugepages-64kB/enabled
+      current: never
+      choices: [always, inherit, madvise, never]
 systemd:
   description:
     - C(running) (systemd is PID 1), C(installed) (C(/etc/systemd/system) exists),
@@ -105,7 +124,7 @@ recorded:
   type: dict
 bootloader:
   description:
-    - C(kind) (C(grub) or null), C(reason) when null, C(error) (the file cannot be read with certainty: file,
+    - C(kind) (C(grub) or null), C(reason) when null, C(error) (the file cannot be read with certainty - file,
       line and why), C(defaults_file), C(regenerate) (argument list), C(content) (the file with the wanted
       option), C(changed), C(edit) (what the edit adds and replaces, for the record), C(option) and
       C(default_option) (the value of C(transparent_hugepage=) in C(GRUB_CMDLINE_LINUX) and its C(_DEFAULT)).
@@ -138,7 +157,7 @@ record:
   type: dict
 rollback:
   description:
-    - C(settings) (name, path, value to restore), C(cmdline) (the GRUB defaults file as rollback leaves it:
+    - C(settings) (name, path, value to restore), C(cmdline) (the GRUB defaults file as rollback leaves it -
       C(content), C(changed), C(regenerate); null without a recorded GRUB edit),
       C(restore_cmdline) and C(remove_record) (whether the record can be removed afterwards).
   returned: when O(rollback) is true
@@ -148,7 +167,7 @@ rollback:
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.preflight.core import thp, thp_arm, thp_node  # noqa: E402
+from ansible.module_utils.preflight.core import thp, thp_arm, thp_node, thp_sizes  # noqa: E402
 from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
 
 ARGUMENT_SPEC = {
@@ -161,20 +180,27 @@ ARGUMENT_SPEC = {
     "wants_dir": {"type": "path", "default": "/etc/systemd/system/sysinit.target.wants"},
     "variables": {"type": "dict"},
     "rollback": {"type": "bool", "default": False},
+    "root": {"type": "path", "default": "/"},
 }
 
 
 def decide(tree: Tree, result: dict, variables: dict, marker: str = thp_arm.MARKER) -> None:
     """Validation, plan and record: the role's decisions on what was read. While a probe holds THP for an A/B
     arm (core/thp_arm.py's marker names a live owner), the node's mode is the arm's: nothing is recorded."""
-    result["errors"] = thp.validate(variables, result["settings"])
+    result["errors"] = thp.validate(variables, result["settings"], result["sizes"])
+    persist = variables.get("thp_persist") or []
+    if not result["errors"] and "kernel_cmdline" in persist:
+        wanted = variables.get("thp_sizes")
+        tokens = thp_sizes.anon_tokens(wanted, result["sizes"]) if wanted else []
+        result["bootloader"] = thp_sizes.with_anon(result["bootloader"], tokens, thp_sizes.anon_support(tree),
+                                                   thp_sizes.booted_anon(tree))
     held = thp_arm.owner(marker)
     if held is not None:
         result["errors"].append(f"{thp_arm.owner_message(held)}; nothing was recorded or changed")
     boot = result["bootloader"]
-    if "kernel_cmdline" in (variables.get("thp_persist") or []) and boot["error"]:
+    if "kernel_cmdline" in persist and boot["error"]:
         result["errors"].append(f"thp_persist: kernel_cmdline cannot edit {boot['defaults_file']}: {boot['error']}")
-    result["plan"] = [] if result["errors"] else thp.plan(variables, result["settings"])
+    result["plan"] = [] if result["errors"] else thp.plan(variables, result["settings"], result["sizes"])
     if not result["errors"]:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         result["record"] = thp.record(result["recorded"], result["plan"], variables["thp_persist"],
@@ -189,9 +215,13 @@ def run_module() -> None:
         for option, name in (("enabled", "thp_enabled"), ("defrag", "thp_defrag"), ("cmdline_thp", "thp_enabled")):
             if params[option] is None:
                 params[option] = str(variables[name])
-    tree = Tree("/")
+    tree = Tree(params["root"])
+    wanted_sizes = (variables or {}).get("thp_sizes") or {}
     result = thp_node.inspect(tree, params["enabled"], params["defrag"] or "", params["cmdline_thp"] or "",
-                              params["own_unit"], params["grub_defaults_file"], params["wants_dir"])
+                              params["own_unit"], params["grub_defaults_file"], params["wants_dir"],
+                              wanted_sizes if isinstance(wanted_sizes, dict) else {})
+    result["sizes"] = thp_sizes.read_sizes(tree)
+    result["settings"].update(thp_sizes.settings(result["sizes"]))
     try:
         result["recorded"] = thp_node.read_record(tree, params["state_file"])
     except (OSError, ValueError) as err:
@@ -203,8 +233,8 @@ def run_module() -> None:
         decide(tree, result, variables)
     if params["rollback"]:
         recorded = result["recorded"]
-        cmdline = recorded.get("kernel_cmdline")
-        boot = thp_node.rollback_bootloader(tree, cmdline) if cmdline else None
+        cmdline, anon = recorded.get("kernel_cmdline"), recorded.get("kernel_cmdline_thp_anon")
+        boot = thp_node.rollback_bootloader(tree, cmdline, after=anon) if cmdline or anon else None
         if boot and boot["error"]:
             module.fail_json(msg=f"THP rollback stopped before changing anything, the record {params['state_file']} "
                              f"is kept: {boot['error']}", **result)
