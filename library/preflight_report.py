@@ -65,11 +65,15 @@ options:
     description:
       - Name of the run directory; default a time-sortable id such as C(20261123T151700Z-3fa2).
       - Letters, digits, C(.), C(_), C(-), and not C(latest).
+      - Slices of one run (AWX job slicing, C(--limit) partitions) that share a run id write into one directory;
+        each slice adds its hosts' documents and rewrites the summary over every host written there so far, so
+        the last slice to finish leaves the whole fleet's summary, outliers and counts.
     type: str
   prometheus_dir:
     description:
-      - Also write the run's fleet-wide C(preflight.prom) here (atomically). It holds only this run's hosts, so a
-        C(--limit) run drops the others; node_exporter should read each node's own file (RV(node_metrics)).
+      - Also write the run's fleet-wide C(preflight.prom) here (atomically). It holds the hosts of this run
+        directory only (all slices of a shared O(run_id)), so a C(--limit) run with a run id of its own drops the
+        others; node_exporter should read each node's own file (RV(node_metrics)).
     type: path
   compare_history:
     description: Compare each host with its newest earlier document under O(report_dir).

@@ -319,9 +319,9 @@ def run_module() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    for secret in probe_options.SECRET_OPTIONS:
-        if isinstance(p["options"].get(secret), str):
-            module.no_log_values.add(p["options"][secret])
+    # Secrets go to the probe in its environment, never on its command line, and are masked in what returns.
+    p["options"], secret_env = probe_options.secrets_to_env(p["options"])
+    module.no_log_values.update(secret_env.values())
     probe, name = p["probe"], p["name"] or p["probe"]
     result: dict = {"changed": False, "probe": probe, "name": name}
 
@@ -342,7 +342,7 @@ def run_module() -> None:
     if problems:
         module.fail_json(msg="; ".join(problems), **result)
 
-    env = probe_runner.probe_env(p["runtime_dir"], p["env"])
+    env = probe_runner.probe_env(p["runtime_dir"], {**p["env"], **secret_env})
     result["log"] = progress.log_path(p["log_dir"], name)
     if p["thp_mode"]:
         run = _run_thp_arm(module, result, cmd, probe, env, name)

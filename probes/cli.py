@@ -73,6 +73,13 @@ def resolve_model(model: str) -> Path:
         raise Refused(str(exc)) from exc
 
 
+def step(probe: str, index: int, total: int, what: str) -> None:
+    """One progress line on stderr, ``probes load: [2/7] warm load, fresh process``: the node's log keeps it and
+    the controller's progress line shows the latest (module_utils/preflight/core/progress.py)."""
+    sys.stderr.write(f"probes {probe}: [{index}/{total}] {what}\n")
+    sys.stderr.flush()
+
+
 def run(probe: Probe, argv: list[str]) -> int:
     """Parse argv, run the probe, print its envelope; returns the exit status."""
     parser = parser_for(probe)

@@ -407,6 +407,7 @@ def _runs(args, path, usable: list[str], libraries: dict, errors: list[str]) -> 
         base_args += ["--threads", str(args.threads)]
     runs: list[GenerateRun] = []
     order = 0
+    total = args.processes * len(usable)
     for p in range(args.processes if usable else 0):
         # Round robin, rotated each round: drift and ordering effects fall on every allocator alike.
         for a in usable[p % len(usable):] + usable[: p % len(usable)]:
@@ -417,6 +418,7 @@ def _runs(args, path, usable: list[str], libraries: dict, errors: list[str]) -> 
                 extra["MALLOC_CONF"] = args.malloc_conf
             env = worker.worker_env(extra, drop=("LD_PRELOAD",) if a == "glibc" else ())
             wargs = base_args + ["--allocator", a] + (["--expect-lib", libraries[a]] if libraries[a] else [])
+            cli.step("generate", order + 1, total, f"{a}, process {p + 1} of {args.processes}")
             run = worker.run_worker(wargs, env=env, timeout_s=args.timeout_s)
             if run.result is None:
                 errors.append(f"{a} process {p} (run {order}): {run.error}")

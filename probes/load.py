@@ -15,6 +15,7 @@ copy GB/s, pinned and pageable, per GPU. GB means 1e9 bytes.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -347,7 +348,12 @@ def _load_runs(args, path: Path, env: dict, errors: list[str]) -> tuple[list[Loa
     worker_args = ["load", "--worker", "load", "--model-path", str(path), "--device", args.device,
                    "--placement", args.placement]
 
+    total = 2 * args.repeats if args.drop_caches else args.repeats + 1
+
     def one(condition: str, order: int) -> LoadRun | None:
+        what = "priming load (fills the page cache, not a sample)" if condition == "warm" and order == 0 and \
+            not args.drop_caches else f"{condition} load"
+        cli.step("load", order + 1, total, f"{what}, fresh process")
         run = worker.run_worker(worker_args, env=env, timeout_s=args.timeout_s)
         if run.result is None:
             errors.append(f"{condition} load run {order}: {run.error}")
@@ -392,6 +398,7 @@ def _h2d(args, env: dict, errors: list[str]) -> tuple[list[dict] | None, str | N
 
     if not (result.environment()["gpus"] or args.device.startswith("cuda")):
         return None, "no GPU on this host (NVML lists none and --device is not cuda)"
+    sys.stderr.write("probes load: host-to-device copy rates\n")
     h2d_args = ["load", "--worker", "h2d", "--copy-mib", str(args.copy_mib), "--copy-repeats", str(args.copy_repeats)]
     if args.gpus:
         h2d_args += ["--gpus", args.gpus]

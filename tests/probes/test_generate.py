@@ -112,6 +112,9 @@ def test_glibc_vs_jemalloc_on_the_tiny_model(tiny_model):
     res = doc["results"]
     assert doc["params"]["libraries"]["jemalloc"] == str(JEMALLOC)
     assert sorted(r["allocator"] for r in res["runs"]) == ["glibc", "glibc", "jemalloc", "jemalloc"]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("probes generate: [")] == [
+        "probes generate: [1/4] glibc, process 1 of 2", "probes generate: [2/4] jemalloc, process 1 of 2",
+        "probes generate: [3/4] jemalloc, process 2 of 2", "probes generate: [4/4] glibc, process 2 of 2"]
     for run in res["runs"]:
         assert len(run["call_s"]) == 3 and run["new_tokens"] == 8 and run["prompt_tokens"] == 16
         assert run["first_call_s"] == run["call_s"][0]

@@ -84,6 +84,10 @@ def test_warm_load_of_tiny_model_in_fresh_processes(tiny_model):
     assert res["limits"]["page_cache_read_gb_per_s"]["n"] == 2
     assert res["limits"]["h2d"] is None and "no GPU" in res["limits"]["h2d_not_measured"]
     assert len(res["priming_runs"]) == 1 and len(res["runs"]) == 2
+    # Its steps, as the node's log and the controller's progress line show them.
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("probes load: [")] == [
+        "probes load: [1/3] priming load (fills the page cache, not a sample), fresh process",
+        "probes load: [2/3] warm load, fresh process", "probes load: [3/3] warm load, fresh process"]
     warm = res["warm"]
     assert warm["n"] == 2
     for run in res["runs"]:

@@ -55,3 +55,15 @@ def test_a_secret_value_is_never_shown():
     assert err.value.errors == ["options.api_key must be a non-empty string, got (hidden)"]
     cmd = options.build_command("p", "batching", {"api_key": "s3cret"})
     assert options.redact(cmd) == ["p", "-m", "probes", "batching", "--api-key", "********", "--json"]
+
+
+def test_a_secret_leaves_the_options_for_the_environment_and_never_reaches_the_command_line():
+    rest, env = options.secrets_to_env({"endpoint": "http://127.0.0.1:8000", "api_key": "s3cret"})
+    assert env == {"VLLM_API_KEY": "s3cret"} and rest == {"endpoint": "http://127.0.0.1:8000"}
+    assert "s3cret" not in options.build_command("p", "ttft", rest)
+    assert options.secrets_to_env({"api_key": 12345}) == ({}, {"VLLM_API_KEY": "12345"})
+    # Not a plain value: it stays, and the option check names it without showing it.
+    rest, env = options.secrets_to_env({"api_key": ["s3cret"]})
+    assert env == {} and rest == {"api_key": ["s3cret"]}
+    with pytest.raises(options.ProbeArgumentError, match=r"options\.api_key must be .*, got \(hidden\)"):
+        options.build_command("p", "ttft", rest)

@@ -121,3 +121,10 @@ def test_a_figure_no_host_measured_is_left_out_never_drawn_as_zero(tmp_path: Pat
     run = s.build([s.host("node1"), s.host("node2")], tmp_path)
     assert "Key figures across hosts" not in run["outputs"]["summary.html"]
     assert all(f["value"] is not None for r in run["summary"]["hosts"] for f in r["key_figures"])
+
+
+def test_the_console_line_of_a_host_with_only_measurement_notes_is_its_headline_not_a_warning(tmp_path):
+    built = s.build([_noted_host()], tmp_path)
+    lines = s.pipeline.outcome(built["summary"], str(tmp_path), False)["lines"]
+    assert lines[0].startswith("node1: FIT TO SERVE at level ")
+    assert "its WARN comes only from 2 measurement note(s)" in lines[0] and "spread" not in lines[0]

@@ -183,7 +183,8 @@ def busy_message(path: str, holder: dict | None, waited_s: float) -> str:
     return (
         f"another Preflight run holds this host's lock {path}: {who}; waited {waited_s:g} s. "
         "Let that run finish, then run again; raise preflight_lock_wait_s to wait longer. A holder whose "
-        "controller died lets go by itself at its expiry time."
+        "controller died lets go by itself at its expiry time; when you know that run is gone, `kill` the "
+        "holder's PID on the node to free the lock now."
     )
 
 

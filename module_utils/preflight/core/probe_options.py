@@ -113,8 +113,11 @@ PROBE_OPTIONS: dict[str, dict[str, Option]] = {
     ),
 }
 
-# Options whose value must not appear in what the module returns.
-SECRET_OPTIONS = frozenset({"api_key"})
+# Options whose value must appear neither in what the module returns nor on any command line (ps and
+# /proc/PID/cmdline are world-readable): each travels in the environment variable the probes read it from
+# (probes/server_frame.py: --api-key defaults to $VLLM_API_KEY).
+SECRET_ENV = {"api_key": "VLLM_API_KEY"}
+SECRET_OPTIONS = frozenset(SECRET_ENV)
 
 _KIND_WORDS = {
     "int": "an integer",
@@ -277,6 +280,17 @@ def redact(cmd: list[str]) -> list[str]:
         out.append("********" if hide_next else arg)
         hide_next = arg in secret_flags
     return out
+
+
+def secrets_to_env(options: dict | None) -> tuple[dict, dict[str, str]]:
+    """(the options without their secrets, the environment that carries them instead). A secret that is not a
+    plain value (a list, a map, a boolean) stays in the options, so that option_args names it as a wrong value
+    (hidden)."""
+    rest, env = dict(options or {}), {}
+    for name, variable in SECRET_ENV.items():
+        if isinstance(rest.get(name), (str, int, float)) and not isinstance(rest[name], bool):
+            env[variable] = str(rest.pop(name))
+    return rest, env
 
 
 def build_command(python: str, probe: str, options: dict | None) -> list[str]:

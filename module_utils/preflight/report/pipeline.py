@@ -174,10 +174,8 @@ def outcome(summary: dict, run_dir: str, check_mode: bool) -> dict:
             lines.append(f"{r['host']}: {r['status'].upper()} at '{err.get('task') or '?'}': {err.get('msg')}")
         elif r["failing"]:
             lines.append(f"{r['host']}: FAIL {len(r['failing'])} check(s): " + " | ".join(r["failing"]))
-        elif r["verdict"] == "warn":
-            lines.append(f"{r['host']}: WARN " + " | ".join(r["warnings"]))
-        else:
-            lines.append(f"{r['host']}: PASS")
+        else:  # the host page's headline: measurement notes (spread, repeats) are not called warnings here
+            lines.append(f"{r['host']}: {r['headline']}")
     where = run_dir if not check_mode else f"(check mode, nothing written) {run_dir}"
     lines.append(f"Reports: {where}/summary.html (Markdown: summary.md, per host <host>.html/.md/.json)")
     return {"hosts": hosts, "not_ok_hosts": not_ok, "lines": lines}

@@ -72,7 +72,7 @@ cleanup:
   type: dict
 grub:
   description:
-    - Per GRUB defaults file Preflight edited, the file as rollback leaves it (path, content, changed): exactly the
+    - Per GRUB defaults file Preflight edited, the file as rollback leaves it (path, content, changed), exactly the
       hugepages pair it added taken out and what it replaced put back, every later edit kept.
   returned: without pool_results
   type: list

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: hugepages_verify
 short_description: Build roles/hugepages' result from the plan, the read-back and the tasks' results
 description:
-  - Pure: reads nothing on the host and changes nothing. The decisions live in
+  - Pure, it reads nothing on the host and changes nothing. The decisions live in
     C(module_utils/preflight/core/hugepages_verify.py), where unit tests call them directly.
   - Returns the result published as C(preflight_role_results.hugepages) (settings rows, persistence states,
     verified, verify_detail, shortfall, pool) and the problems that make verification fail.

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: jemalloc_verify
 short_description: Build roles/jemalloc's result from the plan and the read-back tasks' results
 description:
-  - Pure: reads nothing on the host and changes nothing. The decisions live in
+  - Pure, it reads nothing on the host and changes nothing. The decisions live in
     C(module_utils/preflight/core/jemalloc_verify.py), where unit tests call them directly.
   - Returns the result published as C(preflight_role_results.jemalloc) (services, settings rows, persistence
     states, verified, verify_detail) and the reasons that make verification fail.
