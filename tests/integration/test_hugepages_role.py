@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_bootloader import fake_update_grub
 from tests.sshfleet import REPO, ansible_env, run_playbook
 
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
@@ -341,7 +342,6 @@ def test_molecule_default_scenario(restore_kernel_tunables, tmp_path):
 
 
 # --- GRUB: a fake bootloader (there is none on this machine) ------------------------------------------------
-FAKE_UPDATE_GRUB = Path("/usr/local/sbin/update-grub")
 GRUB_DEFAULTS = """\
 GRUB_DEFAULT=0
 GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
@@ -360,21 +360,11 @@ SITE_THP_THEN_HUGEPAGES = """\
 
 @pytest.fixture
 def fake_bootloader(tmp_path):
-    """A GRUB defaults file in the test's tmp dir and a FAKE update-grub (this VM has no bootloader) that only
-    logs its calls; the roles find it on PATH like the real one. Removed afterwards."""
-    if FAKE_UPDATE_GRUB.exists():
-        pytest.skip(f"{FAKE_UPDATE_GRUB} exists on this machine; the fake would replace it")
-    calls = tmp_path / "update-grub.calls"
-    FAKE_UPDATE_GRUB.write_text(
-        f"#!/bin/sh\n# FAKE update-grub of tests/integration (no bootloader here)\necho run >> {calls}\n"
-    )
-    FAKE_UPDATE_GRUB.chmod(0o755)
-    defaults = tmp_path / "grub"
-    defaults.write_text(GRUB_DEFAULTS)
-    try:
+    """A GRUB defaults file in the test's tmp dir and the FAKE update-grub of tests/fake_bootloader.py."""
+    with fake_update_grub(tmp_path) as calls:
+        defaults = tmp_path / "grub"
+        defaults.write_text(GRUB_DEFAULTS)
         yield defaults, calls
-    finally:
-        FAKE_UPDATE_GRUB.unlink(missing_ok=True)
 
 
 def test_site_thp_then_1g_pages_on_grub_then_operator_edit_then_rollback_is_byte_exact(sandbox, fake_bootloader):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_bootloader import fake_update_grub
 from tests.sshfleet import REPO, ansible_env, run_playbook
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
@@ -384,7 +385,6 @@ def test_molecule_scenario_converges_idempotently_and_verifies_sysfs(clean_thp, 
 
 
 # --- GRUB: a fake bootloader (there is none on this machine) ------------------------------------------------
-FAKE_UPDATE_GRUB = Path("/usr/local/sbin/update-grub")
 GRUB_DEFAULTS = """\
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=5
@@ -396,22 +396,12 @@ export GRUB_CMDLINE_LINUX='console=ttyS0 transparent_hugepage=never' # serial co
 
 @pytest.fixture
 def fake_bootloader(tmp_path):
-    """A GRUB defaults file in the test's tmp dir and a FAKE update-grub (this VM has no bootloader) that only
-    logs its calls; the role finds it on PATH like the real one. Removed afterwards."""
-    if FAKE_UPDATE_GRUB.exists():
-        pytest.skip(f"{FAKE_UPDATE_GRUB} exists on this machine; the fake would replace it")
-    calls = tmp_path / "update-grub.calls"
-    FAKE_UPDATE_GRUB.write_text(
-        f"#!/bin/sh\n# FAKE update-grub of tests/integration (no bootloader here)\necho run >> {calls}\n"
-    )
-    FAKE_UPDATE_GRUB.chmod(0o755)
-    defaults = tmp_path / "grub"
-    defaults.write_text(GRUB_DEFAULTS)
-    defaults.chmod(0o600)
-    try:
+    """A GRUB defaults file in the test's tmp dir and the FAKE update-grub of tests/fake_bootloader.py."""
+    with fake_update_grub(tmp_path) as calls:
+        defaults = tmp_path / "grub"
+        defaults.write_text(GRUB_DEFAULTS)
+        defaults.chmod(0o600)
         yield defaults, calls
-    finally:
-        FAKE_UPDATE_GRUB.unlink(missing_ok=True)
 
 
 def sourced_words(path: Path, variable: str = "GRUB_CMDLINE_LINUX") -> list[str]:
