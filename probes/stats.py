@@ -137,6 +137,14 @@ def summarize(
     return out
 
 
+def ci_half_width_pct(summary: dict) -> float | None:
+    """The wider side of a summary's confidence interval of the median, in percent of the median."""
+    median, low, high = summary.get("median"), summary.get("ci_low"), summary.get("ci_high")
+    if median in (None, 0) or low is None or high is None:
+        return None
+    return 100.0 * max(median - low, high - median) / abs(median)
+
+
 def _advantage_pct(winner_value: float, loser_value: float, lower_is_better: bool) -> float | None:
     """How much better the winner is, in % of the loser's value (time saved, or throughput gained)."""
     if loser_value == 0:

@@ -210,8 +210,12 @@ class TtftRun:
 
 
 async def run_requests(srv, *, apis: list[str], n: int, max_tokens: int, prompt_words: int | None = None,
-                       request_timeout_s: float, run_tag: str | None = None, prompt_for=None) -> TtftRun:
-    """prompt_for(index, api) -> prompt (sized in tokens); without it, prompts of prompt_words words."""
+                       request_timeout_s: float, run_tag: str | None = None, prompt_for=None,
+                       enough=None, max_n: int | None = None) -> TtftRun:
+    """prompt_for(index, api) -> prompt (sized in tokens); without it, prompts of prompt_words words.
+
+    With ``enough(records) -> bool``, each api's warm requests go on in further rounds of n until it says so or
+    the next round would pass ``max_n`` requests (a precision target: warm_precision)."""
     tag = run_tag or vllm_client.new_run_tag()
     if prompt_for is None:
         def prompt_for(index, _api):
@@ -231,11 +235,14 @@ async def run_requests(srv, *, apis: list[str], n: int, max_tokens: int, prompt_
         for api in apis:
             scrapes[f"before_{api}"] = await vllm_client.scrape(client, srv.base_url, headers)
             records = []
-            for _ in range(n):
-                records.append(await vllm_client.stream_request(
-                    client, srv.base_url, headers, api, srv.model_id,
-                    prompt_for(index, api), max_tokens))
-                index += 1
+            while True:
+                for _ in range(n):
+                    records.append(await vllm_client.stream_request(
+                        client, srv.base_url, headers, api, srv.model_id,
+                        prompt_for(index, api), max_tokens))
+                    index += 1
+                if enough is None or len(records) + n > (max_n or 0) or enough(records):
+                    break
             ok = sum(r.ok for r in records)
             scrapes[f"after_{api}"] = await vllm_client.scrape_after(client, srv.base_url, headers,
                                                                      scrapes[f"before_{api}"], ok)
@@ -332,6 +339,11 @@ def _arguments(parser) -> None:
     parser.add_argument("--peer-rounds", type=int, default=0,
                         help="rounds of `vllm bench serve` then the probe, on the same server (0: off; needs "
                              "--input-tokens)")
+    parser.add_argument("--warm-ci-pct", type=float, default=None,
+                        help="go on sending warm requests, n at a time, until the 95 %% interval of the median TTFT "
+                             "is within this percentage of the median on both sides, or --warm-max is reached")
+    parser.add_argument("--warm-max", type=int, default=None,
+                        help="the most warm requests per API with --warm-ci-pct (default 10 x -n)")
     parser.add_argument("--api", default="completions,chat", help="completions, chat or both (comma-separated)")
     parser.add_argument("--request-timeout-s", type=float, default=300.0)
 
@@ -342,6 +354,12 @@ def _check(args, parser) -> list[str]:
         parser.error(f"--api {args.api!r}: choose from {','.join(vllm_client.APIS)}")
     if args.warm < MIN_WARM:
         parser.error(f"-n {args.warm}: at least {MIN_WARM} warm requests are needed for a median with a spread")
+    if args.warm_ci_pct is not None and not 0 < args.warm_ci_pct < 100:
+        parser.error(f"--warm-ci-pct {args.warm_ci_pct}: a percentage above 0 and below 100")
+    if args.warm_max is not None and (args.warm_ci_pct is None or args.warm_max < args.warm):
+        parser.error(f"--warm-max {args.warm_max}: goes with --warm-ci-pct, and at least -n ({args.warm})")
+    if args.warm_ci_pct is not None and args.warm_max is None:
+        args.warm_max = 10 * args.warm
     for given, other in (("input_tokens", "prompt_words"), ("output_tokens", "max_tokens")):
         if getattr(args, given) is not None and getattr(args, other) is not None:
             parser.error(f"--{given.replace('_', '-')} and --{other.replace('_', '-')} size the same thing: "
@@ -370,13 +388,17 @@ def on_server(args, apis: list[str]):
         sizing = prompt_sizing(srv, args, tag)
         run = asyncio.run(run_requests(srv, apis=apis, n=args.warm, max_tokens=args.max_tokens,
                                        prompt_words=args.prompt_words, request_timeout_s=args.request_timeout_s,
-                                       run_tag=tag, prompt_for=sizing.prompt_for))
+                                       run_tag=tag, prompt_for=sizing.prompt_for, max_n=args.warm_max,
+                                       enough=precise_enough(args.warm_ci_pct)))
         res = compute(run, started_by_probe=srv.started_by_probe,
                       ready_s=srv.timeline.ready_s if srv.timeline else None,
                       phases=phase_split(srv.timeline), startup_log=srv.startup())
         results.update(vars(res))
         results["raw"] = {"cold": run.cold, "warm": run.warm}
         verdicts += verdicts_for(res, result)
+        if args.warm_ci_pct is not None:
+            results["warm_precision"] = precision(res, args.warm_ci_pct, args.warm_max)
+            verdicts += precision_verdicts(results["warm_precision"], result)
         records = ([run.cold] if run.cold is not None else []) + [r for recs in run.warm.values() for r in recs]
         results["prompts"] = token_prompts.prompt_report(sizing, records, args.max_tokens)
         verdicts.append(token_prompts.prompt_verdict(results["prompts"], result))
@@ -384,11 +406,46 @@ def on_server(args, apis: list[str]):
             cmp = peer.run_rounds(srv, rounds=args.peer_rounds, tokenizer_dir=sizing.tokenizer_dir,
                                   input_tokens=args.input_tokens, output_tokens=args.max_tokens,
                                   prompts=args.warm, prompt_for=sizing.prompt_for,
-                                  start_index=1 + args.warm * len(apis), timeout_s=args.request_timeout_s)
+                                  start_index=1 + sum(map(len, run.warm.values())), timeout_s=args.request_timeout_s)
             results["peer"] = cmp
             verdicts.append(peer.verdict(cmp, result))
 
     return results, measure
+
+
+def precise_enough(target_pct: float | None):
+    """The stop rule of an adaptive warm sample: the 95 % interval of the median TTFT within target_pct of it."""
+    if target_pct is None:
+        return None
+
+    def enough(records: list[RequestRecord]) -> bool:
+        width = stats.ci_half_width_pct(stats.summarize([r.ttft_s * 1e3 for r in records if r.ok], "ms"))
+        return width is not None and width <= target_pct
+
+    return enough
+
+
+def precision(res, target_pct: float, max_n: int) -> dict:
+    """Per api: the target, the cap, the n sent and the interval's reach (percent of the median) it got to."""
+    out = {}
+    for api, st in res.warm.items():
+        width = stats.ci_half_width_pct(st.ttft_ms)
+        out[api] = {"target_ci_pct": target_pct, "max_requests": max_n, "n": st.n_requests,
+                    "ci_pct": width, "reached": width is not None and width <= target_pct}
+    return out
+
+
+def precision_verdicts(prec: dict, result) -> list[dict]:
+    """Information, not a warning: a TTFT that varies more than the target allows is already in the warm figure's
+    spread; this says how far the sample got."""
+    out = []
+    for api, p in prec.items():
+        got = "no interval" if p["ci_pct"] is None else f"+-{p['ci_pct']:.1f} % of the median"
+        how = "reached" if p["reached"] else f"not reached within {p['max_requests']} requests"
+        out.append(result.verdict(f"ttft_warm_precision_{api}", "info",
+                                  f"{api}: 95 % interval of the warm median TTFT {got} after {p['n']} requests "
+                                  f"(target +-{p['target_ci_pct']:g} %: {how})"))
+    return out
 
 
 def prompt_sizing(srv, args, run_tag: str) -> token_prompts.PromptSizing:

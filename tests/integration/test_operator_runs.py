@@ -7,6 +7,7 @@ fixture creates it and removes it at the end of the session). All test hosts sha
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -166,6 +167,40 @@ def test_max_fail_percentage_stops_later_batches(ssh_fleet, ssh_operator, tmp_pa
     assert play_starts(output, "Roll back Preflight's tuning") == 2
     assert "node3" in hosts_in_order(output)
     assert re.search(r"^node3\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", output, flags=re.MULTILINE)
+
+
+def test_a_host_that_cannot_start_stops_later_batches_and_every_host_is_a_report_row(
+    ssh_fleet, ssh_operator, tmp_path
+):
+    """Batches of one (25 % of 3): node2 runs, node1 cannot start (no become), so Preflight's rollout gate stops
+    node3's batch at the default preflight_max_fail_percentage 0. Ansible's own max_fail_percentage would end
+    the playbook there, report play included; here every host is a row of the reports and the run exits non-zero."""
+    doc = fleet_doc(ssh_fleet, tmp_path / "hosts.yml", ["node2", "node1", "node3"])
+    doc["all"]["children"]["fleet"]["hosts"]["node1"].update(
+        ssh_operator.inventory_vars(become=False), ansible_python_interpreter=SYSTEM_PYTHON)
+    inventory = write(doc, tmp_path / "hosts.yml")
+    reports = tmp_path / "reports"
+
+    proc = run_playbook("playbooks/probe.yml", inventory, "-e", "preflight_level=quick",
+                        "-e", f"preflight_report_dir={reports}", timeout=600)
+    output = output_of(proc)
+    assert proc.returncode != 0
+    assert play_starts(output, "Probe every node") == 3
+    docs = {p.stem: json.loads(p.read_text()) for p in (reports / "latest").resolve().glob("node*.json")}
+    assert sorted(docs) == ["node1", "node2", "node3"], output[-4000:]
+    assert docs["node2"]["status"] == "ok", docs["node2"]["error"]
+    assert docs["node1"]["status"] == "failed" and PRIVILEGE_MESSAGE.search(docs["node1"]["error"]["msg"])
+    stopped = docs["node3"]
+    assert stopped["status"] == "failed" and not stopped["facts"], stopped
+    assert stopped["error"]["msg"].startswith("not run: the rollout stopped before this host's batch, because 1 of "
+                                              "2 host(s) of earlier batches did not finish (node1)")
+    assert "preflight_max_fail_percentage=0" in stopped["error"]["msg"]
+    assert re.search(r"^node3\s+: .*failed=1", output, flags=re.MULTILINE)
+
+    bad = run_playbook("playbooks/probe.yml", inventory, "-e", "preflight_level=quick",
+                       "-e", "preflight_max_fail_percentage=most", "--limit", "node2", timeout=300)
+    assert bad.returncode != 0
+    assert "preflight_max_fail_percentage='most': give a number from 0 to 100" in output_of(bad)
 
 
 def test_serial_in_inventory_group_vars_is_not_seen_by_play_keywords(ssh_fleet, tmp_path):

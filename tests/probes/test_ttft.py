@@ -183,7 +183,8 @@ def test_ttft_cli_against_an_endpoint_says_it_did_not_start_it(vllm_server):
 
     proc = subprocess.run(
         [sys.executable, "-m", "probes", "ttft", "--endpoint", vllm_server.base_url, "--api-key",
-         vllm_server.api_key, "-n", "10", "--max-tokens", "8", "--api", "completions", "--json"],
+         vllm_server.api_key, "-n", "10", "--max-tokens", "8", "--api", "completions", "--json",
+         "--warm-ci-pct", "0.01", "--warm-max", "25"],
         capture_output=True, text=True, timeout=600, env=probe_env(),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -192,6 +193,26 @@ def test_ttft_cli_against_an_endpoint_says_it_did_not_start_it(vllm_server):
     assert doc["results"]["cold_start"]["started_by_probe"] is False
     assert doc["results"]["cold_start"]["process_start_to_ready_s"] is None
     assert "--endpoint: the probe did not start this server" in doc["results"]["notes"][0]
+    # A target no server meets: rounds of 10 until the next would pass 25, then the reach is stated, not warned.
+    precision = doc["results"]["warm_precision"]["completions"]
+    assert (precision["n"], precision["reached"], precision["max_requests"]) == (20, False, 25)
+    assert doc["results"]["warm"]["completions"]["n_requests"] == 20
+    verdict = next(v for v in doc["verdicts"] if v["name"] == "ttft_warm_precision_completions")
+    assert verdict["status"] == "info"
+    assert "after 20 requests (target +-0.01 %: not reached within 25" in verdict["text"]
+
+
+def test_a_warm_sample_goes_on_until_its_interval_is_narrow_enough():
+    """The stop rule on real statistics: a steady sample stops at once, a noisy one needs more requests."""
+    from probes.vllm_client import RequestRecord
+
+    def records(values_ms):
+        return [RequestRecord(api="completions", sent_at_s=0.0, ok=True, ttft_s=v / 1e3) for v in values_ms]
+
+    enough = ttft.precise_enough(10.0)
+    assert enough(records([30.0 + 0.1 * (i % 5) for i in range(40)]))
+    assert not enough(records([20.0 + 15.0 * (i % 3) for i in range(10)]))
+    assert ttft.precise_enough(None) is None
 
 
 # ---- prompts sized in tokens ----------------------------------------------------------------------------
@@ -274,8 +295,11 @@ def test_ttft_flags_size_prompts_one_way_and_the_peer_needs_tokens():
         64, 8, None, 2, ["completions", "chat"])
     args, _ = check()
     assert (args.input_tokens, args.max_tokens, args.prompt_words, args.peer_rounds) == (None, 32, 128, 0)
+    args, _ = check("-n", "40", "--warm-ci-pct", "10")
+    assert (args.warm_ci_pct, args.warm_max) == (10.0, 400)
     for argv in (["--input-tokens", "64", "--prompt-words", "10"], ["--output-tokens", "8", "--max-tokens", "8"],
-                 ["--peer-rounds", "1"], ["--input-tokens", "1"]):
+                 ["--peer-rounds", "1"], ["--input-tokens", "1"], ["--warm-ci-pct", "0"],
+                 ["--warm-max", "50"], ["-n", "20", "--warm-ci-pct", "5", "--warm-max", "10"]):
         with pytest.raises(SystemExit):
             check(*argv)
 

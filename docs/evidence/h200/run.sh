@@ -25,6 +25,13 @@ step() {
   echo "== $(date -u +%T) $name rc=$? $(( $(date +%s) - t0 )) s" >> "$EV/progress.log"
 }
 only() { [ -z "${STEPS:-}" ] || [[ ",$STEPS," == *",$1,"* ]]; }
+pstep() {  # pstep name probe args...: one probe run, its JSON in $EV/name.json and its stderr in $EV/name.log
+  local name=$1; shift
+  local t0; t0=$(date +%s)
+  echo "== $(date -u +%T) $name: probes $*" >> "$EV/progress.log"
+  $PY -m probes "$@" --json > "$EV/$name.json" 2> "$EV/$name.log"
+  echo "== $(date -u +%T) $name rc=$? $(( $(date +%s) - t0 )) s" >> "$EV/progress.log"
+}
 level() {  # level [name]: the name (default the level) keeps a second run of one level apart
   local name=${2:-$1}
   step "bootstrap-$name" ansible-playbook -i localhost, -c local playbooks/bootstrap.yml \
@@ -44,4 +51,26 @@ if only standard; then level standard; fi
 if only full; then level full; fi
 # Standard again on the same node: the compile cache of vLLM (torch.compile) is warm, as on any later run.
 if only again; then level standard standard-again; fi
+# Warm TTFT sampled until the 95 % interval of its median is within 10 % of it (at most 400), with level full's
+# server settings (compiled, budget 0.5 of the GPU, max-model-len 4096).
+if only precision; then
+  pstep ttft-precision ttft --model $M --max-model-len 4096 --kv-budget 0.5 -n 40 --warm-ci-pct 10 \
+    --warm-max 400 --input-tokens 256 --output-tokens 32 --api completions
+fi
+# The server-level A/Bs: fresh eager vLLM starts per arm, interleaved and rotated, 4 per arm, one unmeasured start
+# first; each factor stops at whole rounds within AB_BUDGET_S seconds.
+if only ab; then
+  mkdir -p "$EV/ab"
+  for factor in ${AB_FACTORS:-allocator pagecache thp}; do
+    extra=()
+    case $factor in
+      pagecache) extra=(--drop-caches) ;;
+      thp) extra=(--arms always,never) ;;
+      allocator) extra=(--jemalloc-path /usr/lib/x86_64-linux-gnu/libjemalloc.so.2) ;;
+    esac
+    pstep "ab/$factor" ab --factor "$factor" --repeats 4 --warmup-starts 1 --model $M --enforce-eager \
+      --max-model-len 4096 --kv-budget 0.5 --time-budget-s "${AB_BUDGET_S:-330}" --log-dir "$EV/ab/$factor-logs" \
+      "${extra[@]}"
+  done
+fi
 echo "== $(date -u +%T) all done" >> "$EV/progress.log"

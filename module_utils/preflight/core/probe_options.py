@@ -87,6 +87,8 @@ PROBE_OPTIONS: dict[str, dict[str, Option]] = {
     "ttft": _opts(
         **_SERVER_ONE,
         warm=("--warm", "int", MIN_WARM),
+        warm_ci_pct=("--warm-ci-pct", "float"),
+        warm_max=("--warm-max", "int", MIN_WARM),
         input_tokens=("--input-tokens", "int", 1),
         output_tokens=("--output-tokens", "int", 1),
         peer_rounds=("--peer-rounds", "int", 0),
