@@ -42,7 +42,8 @@ pytest: $(VENV)/.dev
 
 # Debian packages: a venv-capable Python, sshd for the SSH test hosts (sudo for their become tests), the real jemalloc the allocator
 # probes and the jemalloc role's tests load, and promtool (Debian ships it in `prometheus`), which checks the metrics
-# files as Prometheus reads them (no test may skip for want of them).
+# files as Prometheus reads them, and tuned, which the thp role persists through where it runs (no test may skip
+# for want of them).
 system-deps:
 	@missing=""; \
 	$(shell command -v python3) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -50,6 +51,7 @@ system-deps:
 	[ -x /usr/bin/sudo ] || missing="$$missing sudo"; \
 	dpkg-query -W -f='$${Status}' libjemalloc2 2>/dev/null | grep -q 'ok installed' || missing="$$missing libjemalloc2"; \
 	[ -x /usr/bin/promtool ] || missing="$$missing prometheus"; \
+	[ -x /usr/sbin/tuned ] || missing="$$missing tuned"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \

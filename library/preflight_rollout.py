@@ -67,7 +67,7 @@ msg:
   description: The reason recorded for each host of a stopped batch; null when the batch starts.
   returned: success
   type: str
-failed:
+unfinished:
   description: The hosts of earlier batches that did not finish.
   returned: success
   type: list

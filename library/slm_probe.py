@@ -73,8 +73,11 @@ options:
         normal end, on SIGTERM/SIGINT/SIGHUP, and, when this module is killed outright, by a guard process that
         outlives it. A marker in C(/run/preflight) names the owner meanwhile; a second arm, or the thp role's
         record, is refused while it lives. Ignored in check mode.
+      - A global mode (always, madvise, never) and/or per-size settings C(<size>=<value>) for
+        C(hugepages-<size>/enabled) (always, inherit, madvise, never), joined by C(+) - C(never+64kB=always).
+        Each is checked against the sizes and values the kernel offers before anything is written; only the
+        knobs named are set and put back.
     type: str
-    choices: [always, madvise, never]
   python:
     description: The probe runtime's interpreter (a path, or a name found on C(PATH)).
     type: str
@@ -158,7 +161,9 @@ log:
   type: str
   sample: /var/log/preflight/ttft.log
 thp:
-  description: With O(thp_mode) - the arm's mode, the node's original mode, and whether it was put back (C(put_back)).
+  description:
+    - With O(thp_mode) - the arm (C(mode)) and its C(settings) by knob (C(enabled) or a size), the values it found
+      (C(original)), and whether they were put back (C(put_back)).
   returned: with O(thp_mode), when the arm started
   type: dict
 stderr_tail:
@@ -220,7 +225,6 @@ from ansible.module_utils.preflight.core.catalog import (  # noqa: E402
     PROBE_LOG_DIR,
     PROBES,
     SUITE_PROBE,
-    THP_ENABLED_CHOICES,
 )
 
 
@@ -243,7 +247,10 @@ def _run(module, cmd: list[str], probe: str, env: dict, log: str):
 def _run_thp_arm(module, result: dict, cmd: list[str], probe: str, env: dict, name: str):
     """The probe with THP set to this arm's mode, and the original put back on the node on every way out."""
     p = module.params
-    arm = thp_arm.ThpArm(p["thp_mode"], probe=name)
+    try:
+        arm = thp_arm.ThpArm(p["thp_mode"], probe=name)
+    except thp_arm.ThpArmError as err:
+        module.fail_json(msg=f"probe {name}: THP A/B arm {p['thp_mode']}: {err}", **result)
     try:
         with arm:
             run = _run(module, cmd, probe, env, result["log"])
@@ -260,7 +267,7 @@ def _run_thp_arm(module, result: dict, cmd: list[str], probe: str, env: dict, na
 
 
 def _arm_record(arm) -> dict:
-    return {"mode": arm.mode, "original": arm.original, "restored": arm.restored,
+    return {"mode": arm.mode, "original": arm.original, "settings": arm.settings, "restored": arm.restored,
             "put_back": (arm.restored or {"ok": True})["ok"]}
 
 
@@ -312,7 +319,7 @@ def run_module() -> None:
             "runtime_dir": {"type": "path", "default": "/opt/preflight"},
             "env": {"type": "dict", "default": {}},
             "timeout": {"type": "int", "default": 1800},
-            "thp_mode": {"type": "str", "choices": list(THP_ENABLED_CHOICES)},
+            "thp_mode": {"type": "str"},
             "log_dir": {"type": "path", "default": PROBE_LOG_DIR},
             "heartbeat": {"type": "bool", "default": False},
         },

@@ -3,6 +3,7 @@
     python -m probes ab --factor allocator [--arms glibc,jemalloc] [--jemalloc-path PATH] --repeats 4 \\
                         --model DIR [--enforce-eager] [--kv-budget 0.5|1GiB] [--max-model-len N] [--json]
     python -m probes ab --factor thp [--arms always,madvise,never] --repeats 4 --model DIR --json      # root
+    python -m probes ab --factor thp --arms madvise,64kB=always,never+2048kB=never ...  # per-size arms, root
     python -m probes ab --factor pagecache [--arms cold,warm] --drop-caches --repeats 4 --model DIR --json  # root
     ... [--warmup-starts 1] [--time-budget-s 500] [--continue-from EARLIER.json] [--log-dir DIR]
 
@@ -26,9 +27,13 @@ arm); anything else is reported as inside noise.
   does); the glibc arm runs with LD_PRELOAD empty. Every start checks /proc/PID/maps of all the server's
   processes: a jemalloc start where jemalloc is not mapped (or a glibc start where it is) is an error, not a
   sample, and stops the A/B.
-- thp: writes /sys/kernel/mm/transparent_hugepage/enabled before each start (root) and always restores the
-  value it found, on success, failure, Ctrl-C, SIGTERM and SIGHUP. The setting is host-wide: anything else
-  running on the host sees it too. A start during which the value changed (someone else wrote it) is an error.
+- thp: writes /sys/kernel/mm/transparent_hugepage/enabled and/or per-size knobs (hugepages-<size>/enabled,
+  Linux 6.8+) before each start (root) and always restores every value it found, on success, failure, Ctrl-C,
+  SIGTERM and SIGHUP. An arm is a global mode and/or <size>=<value>, joined by '+' (never+64kB=always),
+  checked against the sizes and values the kernel offers before anything is written (core/thp_arm.py); a knob
+  that another arm sets is put back to its original for the starts of an arm that does not. The setting is
+  host-wide: anything else running on the host sees it too. A start during which a value changed (someone
+  else wrote it) is an error.
 - pagecache: cold = `sync; echo 3 > /proc/sys/vm/drop_caches` just before the start (only with
   --drop-caches: it slows every process on the host for a while, and it drops the cached Python packages and
   libraries as well as the weights); warm = the model's files read into the page cache just before the start.
@@ -71,6 +76,7 @@ from probes.ab_plan import (
     verdicts_for,
 )
 from probes.ab_start import ServingPlan, measure_serving, one_start, prepare, progress_line
+from probes.core import thp_arm
 from probes.core.catalog import THP_ENABLED_CHOICES
 from probes.core.sysfs import selected
 from probes.generate import ALLOCATORS
@@ -96,6 +102,7 @@ __all__ = [
 
 THP_MODES = THP_ENABLED_CHOICES
 PAGECACHE_ARMS = ("cold", "warm")
+THP_SIZE_ARMS = " or per-size settings (64kB=always, never+2048kB=never)"
 DEFAULT_ARMS = {"allocator": ("glibc", "jemalloc"), "thp": THP_MODES, "pagecache": PAGECACHE_ARMS}
 ALLOWED_ARMS = {"allocator": ALLOCATORS, "thp": THP_MODES, "pagecache": PAGECACHE_ARMS}
 
@@ -107,7 +114,8 @@ def _arguments(p) -> None:
     p.add_argument("--factor", required=True, choices=tuple(DEFAULT_ARMS))
     p.add_argument("--arms", default=None,
                    help="comma list, the first is the baseline; default: allocator glibc,jemalloc; "
-                        "thp always,madvise,never; pagecache cold,warm")
+                        "thp always,madvise,never (a thp arm may set sizes: 64kB=always, never+2048kB=never); "
+                        "pagecache cold,warm")
     p.add_argument("--repeats", type=int, default=stats.MIN_COMPARE_N,
                    help=f"server starts per arm (default {stats.MIN_COMPARE_N}, the fewest that can name a winner)")
     p.add_argument("--time-budget-s", type=float, default=None,
@@ -157,10 +165,18 @@ def _problems(args) -> tuple[list[str], list[str], dict[str, dict[str, str]], Th
     problems = []
     arms = [a.strip() for a in (args.arms or ",".join(DEFAULT_ARMS[args.factor])).split(",") if a.strip()]
     allowed = ALLOWED_ARMS[args.factor]
-    bad = [a for a in arms if a not in allowed]
-    if bad or len(arms) < 2 or len(set(arms)) != len(arms):
+    thp = None
+    if args.factor == "thp":  # each arm checked against the sizes this kernel offers (core/thp_arm.py)
+        thp = ThpSwitch()
+        if reason := thp.problem():
+            problems.append(reason)
+        arms, bad = _thp_arms(arms, problems, None if reason else thp.sizes())
+        thp = ThpSwitch(arms=arms)
+    else:
+        bad = [a for a in arms if a not in allowed]
+    if (bad and args.factor != "thp") or len(arms) < 2 or len(set(arms)) != len(arms):
         problems.append(f"--arms {args.arms!r} for --factor {args.factor}: give at least two of "
-                        f"{', '.join(allowed)}, each at most once")
+                        f"{', '.join(allowed)}{THP_SIZE_ARMS if args.factor == 'thp' else ''}, each at most once")
     if args.repeats < 1:
         problems.append(f"--repeats {args.repeats}: at least 1")
     if args.warmup_starts < 0:
@@ -173,20 +189,29 @@ def _problems(args) -> tuple[list[str], list[str], dict[str, dict[str, str]], Th
         problems.append(str(exc))
         server_env = {}
     arm_env: dict[str, dict[str, str]] = {a: {} for a in arms}
-    thp = None
     if args.factor == "allocator" and "LD_PRELOAD" in server_env:
         problems.append("--server-env LD_PRELOAD=... with --factor allocator: the A/B sets LD_PRELOAD per arm; "
                         "drop it (use --jemalloc-path / --tcmalloc-path for the library)")
     if args.factor == "allocator" and not bad:
         arm_env, missing = allocator_env(arms, {"jemalloc": args.jemalloc_path, "tcmalloc": args.tcmalloc_path})
         problems += missing
-    if args.factor == "thp":
-        thp = ThpSwitch()
-        if reason := thp.problem():
-            problems.append(reason)
     if args.factor == "pagecache" and "cold" in arms:
         problems += _drop_caches_problems(args)
     return problems, arms, arm_env, thp
+
+
+def _thp_arms(arms: list[str], problems: list[str], sizes: dict | None) -> tuple[list[str], list[str]]:
+    """The THP arms written in their one order (core/thp_arm.py), and those this kernel cannot take (each error
+    is added to problems). sizes: the kernel's per-size knobs (None: the form only)."""
+    out, bad = [], []
+    for arm in arms:
+        settings, errors = thp_arm.parse_arm(arm, "--arms", sizes)
+        problems += errors
+        if errors:
+            bad.append(arm)
+        else:
+            out.append(thp_arm.arm_text(settings))
+    return out, bad
 
 
 def _drop_caches_problems(args) -> list[str]:
@@ -220,7 +245,8 @@ def _params(args, arms: list[str]) -> dict:
     params["arms"] = arms
     params["requires_root"] = args.factor == "thp" or (args.factor == "pagecache" and "cold" in arms)
     params["changes_host"] = {
-        "thp": f"writes {ThpSwitch().path} before each start (root) and restores the value it found",
+        "thp": f"writes {ThpSwitch().path} and/or per-size knobs before each start (root) and restores every "
+               "value it found",
         "pagecache": "drops the page cache before each cold start (root, --drop-caches)",
         "allocator": "nothing on the host; LD_PRELOAD in the server's environment only",
     }[args.factor]
@@ -378,13 +404,13 @@ def _thp_restored_verdict(thp: ThpSwitch, restore: dict, result) -> dict:
     if restore["restored"] is not False:
         return result.verdict(
             "thp_restored", "pass",
-            f"THP enabled is back to {restore['original']!r} ({thp.path})"
+            f"THP enabled is back to {restore['original']!r} ({restore['path']})"
             + (f"; it was {restore['found']!r} before the restore, a value something else on this host wrote"
                if restore["written_by_someone_else"] else ""))
     return result.verdict(
         "thp_restored", "fail",
         f"THP enabled is {restore['final']!r}, not the original {restore['original']!r}: "
-        f"{restore['error'] or 'it changed again'}; set it by hand: echo {restore['original']} > {thp.path}")
+        f"{restore['error'] or 'it changed again'}; set it by hand: {thp.by_hand()}")
 
 
 def _verdicts(args, setup: AbSetup, run: AbRun, summaries: dict, comparisons: dict, result) -> list[dict]:
@@ -418,8 +444,8 @@ def _notes(args, setup: AbSetup) -> list[str]:
         notes.append(f"{len(setup.earlier)} start(s) pooled from earlier runs "
                      f"({', '.join(map(str, args.continue_from))}); their `source` says where each came from")
     if args.factor == "thp":
-        notes.append("THP enabled is host-wide: every process on this host ran under each arm's value during its "
-                     "starts; defrag was left as it was")
+        notes.append("THP is host-wide: every process on this host ran under each arm's values during its "
+                     "starts; defrag and the knobs no arm names were left as they were")
     if args.factor == "pagecache":
         notes.append("cold drops the whole page cache: Python packages and shared libraries are read from disk "
                      "again too, not only the weights; warm reads the model's files just before the start")
@@ -445,6 +471,7 @@ def _measure(args, setup: AbSetup) -> cli.Report:
         "starts": run.starts,
         "warmup_starts": run.warmups,
         "thp_restore": run.thp_restore,
+        "thp_arm_settings": setup.thp.arms if setup.thp is not None else None,
         "thp_defrag": selected(THP_DEFRAG.read_text()) if THP_DEFRAG.exists() else None,
         "stopped_early": run.stopped_early,
         "notes": _notes(args, setup),

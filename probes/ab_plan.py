@@ -54,6 +54,7 @@ class StartRecord:
     setup: dict = field(default_factory=dict)  # what was done to the host before this start
     thp_enabled_at_start: str | None = None
     thp_enabled_after_ready: str | None = None
+    thp_sizes_at_start: dict | None = None  # size -> setting, for the sizes a THP arm sets
     page_cache_bytes_at_start: int | None = None  # /proc/meminfo Cached just before spawn
     ready_s: float | None = None  # process spawn -> /health 200
     weights_load_s: float | None = None  # vLLM's "Loading weights took"

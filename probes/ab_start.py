@@ -19,6 +19,7 @@ from probes.ab_host import (
     prime_files,
 )
 from probes.ab_plan import AbError, PlannedStart, StartRecord, fmt_number
+from probes.core.thp_arm import GLOBAL
 from probes.server import ServerError, ServerSpec, VllmServer, phase_split
 
 
@@ -64,7 +65,8 @@ def measure_serving(srv, plan: ServingPlan, rec: StartRecord) -> None:
 def prepare(factor: str, arm: str, *, thp: ThpSwitch | None, model_dir: Path) -> dict:
     """Put the host into the arm's state just before the start; returns what was done."""
     if factor == "thp":
-        return {"thp_enabled_written": thp.set(arm)}
+        thp.set(arm)
+        return thp.written()
     if factor == "pagecache":
         from probes import worker
 
@@ -94,6 +96,8 @@ def one_start(planned: PlannedStart, base: ServerSpec, *, factor: str, env: dict
         rec.error = str(exc)
         return rec
     rec.thp_enabled_at_start = watch.read()
+    if thp is not None and any(key != GLOBAL for key in thp.keys):
+        rec.thp_sizes_at_start = {key: thp.read(key) for key in thp.keys if key != GLOBAL}
     rec.page_cache_bytes_at_start = page_cache_bytes()
     srv = VllmServer(spec)
     try:
@@ -108,9 +112,8 @@ def one_start(planned: PlannedStart, base: ServerSpec, *, factor: str, env: dict
                                                                        interpreter_pids(pids, spec.python))
                 if problem:
                     raise AbError(problem)
-            if factor == "thp" and rec.thp_enabled_after_ready != planned.arm:
-                raise AbError(f"THP enabled changed from {planned.arm!r} to {rec.thp_enabled_after_ready!r} during "
-                              "the start: something else on this host wrote it")
+            if factor == "thp" and (drift := thp.drift(planned.arm)):
+                raise AbError(f"THP changed during the start ({drift}): something else on this host wrote it")
             if serving is not None:
                 measure_serving(srv, serving, rec)
     except (AbError, ServerError) as exc:

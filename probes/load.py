@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probes import cli, worker
-from probes.load_measure import GB, h2d_worker, load_worker, read_files_gb_per_s
+from probes.load_measure import GB, h2d_worker, load_worker, read_files_gb_per_s, thp_state
 
 PHASES = (
     "total_s",
@@ -435,7 +435,9 @@ def _measure(args, _checked) -> cli.Report:
     files = sorted(path.glob("*.safetensors"))
     env = worker.worker_env()
     errors: list[str] = []
+    thp = thp_state()
     runs, priming = _load_runs(args, path, env, errors)
+    thp_after = thp_state()
     disk, page_cache = _read_rates(args, files)
     h2d, h2d_reason = _h2d(args, env, errors)
     provenance = model_mod.provenance(path) or {}
@@ -471,6 +473,9 @@ def _measure(args, _checked) -> cli.Report:
     for key in ("runs", "priming_runs"):  # derived fields are raw-sample columns too
         for raw, obj in zip(results_doc[key], getattr(res, key), strict=True):
             raw["import_s"], raw["load_s"] = obj.import_s, obj.load_s
+    results_doc["thp"] = dict(thp, changed_during_runs=thp_after != thp)
+    if thp_after != thp:
+        vs.append(result.verdict("thp_constant", "warn", f"THP changed during the runs: {thp} -> {thp_after}"))
     return cli.Report(results_doc, vs, errors)
 
 

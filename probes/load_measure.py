@@ -145,3 +145,17 @@ def h2d_worker(args) -> int:
         os.sched_setaffinity(0, all_cpus)
         torch.set_num_threads(threads)
     return worker.emit_result({"gpus": gpus, "reason": None})
+
+
+def thp_state() -> dict:
+    """THP as the loads run under it: the global mode, each size's setting (Linux 6.8+), and the A/B arm that
+    holds THP for this run (the marker's owner, core/thp_arm.py: its settings by knob and the values it found;
+    None when no arm is set)."""
+    from probes.core import thp_arm
+
+    held = thp_arm.owner()
+    arm = None
+    if held is not None:
+        arm = {"mode": held.get("mode"), "settings": held.get("settings") or {thp_arm.GLOBAL: held.get("mode")},
+               "original": held.get("original"), "probe": held.get("probe")}
+    return {**thp_arm.live_settings(), "arm": arm}

@@ -233,12 +233,12 @@ def test_check_mode_reports_the_change_and_leaves_sysfs_byte_identical(thp_run, 
         ),
         (
             {"thp_persist": ["systemd", "grub"]},
-            "value of thp_persist must be one or more of: systemd, kernel_cmdline. Got no match for: grub",
+            "value of thp_persist must be one or more of: systemd, kernel_cmdline, tuned, auto. Got no match for: grub",
         ),
         (
             {"thp_persist": "systemd"},
             "THP variables rejected, nothing was changed: thp_persist: 'systemd' is not a list; write a list of "
-            "systemd, kernel_cmdline, e.g. [systemd]",
+            "systemd, kernel_cmdline, tuned, auto, e.g. [systemd]",
         ),
         (
             {"thp_state_dir": "var/lib/preflight"},
@@ -274,7 +274,8 @@ def test_every_invalid_variable_is_reported_in_one_failure(thp_run, clean_thp):
     assert run.failures["node1"] == (
         "node1: THP variables rejected, nothing was changed: "
         "thp_khugepaged_defrag: 'True' is a YAML boolean, not a number; allowed: 0, 1; "
-        "thp_persist: 'kernel_cmdline' is not a list; write a list of systemd, kernel_cmdline, e.g. [systemd]; "
+        "thp_persist: 'kernel_cmdline' is not a list; write a list of systemd, kernel_cmdline, tuned, auto, "
+        "e.g. [systemd]; "
         "thp_state_dir: 'state' is not an absolute path"
     )
     assert snapshot() == before
@@ -321,12 +322,16 @@ def test_record_keeps_the_first_replaced_values_and_rollback_restores_exact_byte
     assert snapshot() == original
 
 
-@pytest.mark.skipif(os.path.exists("/etc/tuned"), reason="this machine has a real tuned configuration")
-def test_tuned_profile_and_other_boot_writers_of_thp_are_reported_as_conflicts(thp_run, clean_thp):
-    # Real files where tuned and systemd-tmpfiles look; tuned itself is not installed here, so nothing acts on them.
+def test_tuned_profile_and_other_boot_writers_of_thp_are_reported_as_conflicts(thp_run, clean_thp, tmp_path):
+    # Real files where tuned and systemd-tmpfiles look (no tuned daemon runs: persisting through a running tuned is
+    # tests/integration/test_thp_tuned.py). The machine's own /etc/tuned and tuned.service link are put back after.
     tmpfiles = Path("/etc/tmpfiles.d/zz-preflight-test-thp.conf")
     tuned_link = Path("/etc/systemd/system/multi-user.target.wants/tuned.service")
-    tuned = Path("/etc/tuned")
+    link_was = os.readlink(tuned_link) if tuned_link.is_symlink() else None
+    tuned, saved = Path("/etc/tuned"), tmp_path / "etc-tuned"
+    if tuned.exists():
+        shutil.copytree(tuned, saved, symlinks=True)
+        shutil.rmtree(tuned)
     try:
         tmpfiles.write_text(f"w {ENABLED} - - - - always\n")
         (tuned / "preflight-test-base").mkdir(parents=True)
@@ -334,13 +339,19 @@ def test_tuned_profile_and_other_boot_writers_of_thp_are_reported_as_conflicts(t
         (tuned / "preflight-test").mkdir()
         (tuned / "preflight-test" / "tuned.conf").write_text("[main]\ninclude=preflight-test-base\n[cpu]\n")
         (tuned / "active_profile").write_text("preflight-test\n")
+        tuned_link.parent.mkdir(parents=True, exist_ok=True)
+        tuned_link.unlink(missing_ok=True)
         tuned_link.symlink_to("/lib/systemd/system/tuned.service")
 
         run = thp_run(APPLY, "--check")
     finally:
         tmpfiles.unlink(missing_ok=True)
         tuned_link.unlink(missing_ok=True)
+        if link_was is not None:
+            tuned_link.symlink_to(link_was)
         shutil.rmtree(tuned, ignore_errors=True)
+        if saved.exists():
+            shutil.copytree(saved, tuned, symlinks=True)
 
     assert run.proc.returncode == 0, run.output
     assert run.results["node1"]["conflicts"] == [

@@ -452,7 +452,9 @@ def test_ttft_in_tokens_with_the_peer_on_the_session_server(vllm_server):
     assert p["ran"] is True, p["text"]
     (rnd,) = p["rounds"]
     assert rnd["peer"]["error"] is None and rnd["peer"]["completed"] == 10
-    assert rnd["peer"]["input_lens"] == [64] * 10 and len(rnd["peer"]["ttft_ms"]) == 10
+    # bench serve's random dataset decodes random token ids and encodes the text again: a merge at the seam can
+    # make a prompt one token longer or shorter than asked (seen: 65), which is the peer's own sizing.
+    assert all(abs(n - 64) <= 1 for n in rnd["peer"]["input_lens"]) and len(rnd["peer"]["ttft_ms"]) == 10
     assert rnd["peer_server"]["prompt_tokens_per_request"] == 64.0  # the peer's prompts are the same size
     assert rnd["probe_prompt_tokens"] == [64] * 10 and rnd["probe_server"]["prefix_cache_hit_tokens"] == 0
     assert p["diff_ms"] == pytest.approx(rnd["probe_mean_ms"] - rnd["peer"]["mean_ttft_ms"])

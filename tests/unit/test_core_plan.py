@@ -95,6 +95,11 @@ def test_a_probe_plan_that_is_no_mapping_is_rejected():
         "probe_plan: must be a mapping of result name to {probe, levels, timeout_s, thp_modes, per_gpu, options}"]
 
 
+ARMS_ALLOWED = ("allowed: always, madvise, never (THP enabled, every size that inherits it), or <size>=<value> "
+                "with a page size such as 64kB and a value of always, inherit, madvise, never; several joined by "
+                "'+', each knob once (e.g. never+64kB=always)")
+
+
 def test_every_invalid_variable_is_named_at_once_in_the_order_written():
     bad_plan = {
         "Load": {"levels": ["standard"]},
@@ -120,10 +125,10 @@ def test_every_invalid_variable_is_named_at_once_in_the_order_written():
         "probe_plan.ttft.levels: 'quick' is not allowed; allowed: standard, full (quick runs no probes)",
         "probe_plan.ttft.levels: 'nightly' is not allowed; allowed: standard, full",
         "probe_plan.ttft.timeout_s: '0.5' is not a positive number of seconds",
-        "probe_plan.ttft.thp_modes: must be a list of always, madvise, never",
+        "probe_plan.ttft.thp_modes: must be a list of THP arms; " + ARMS_ALLOWED,
         "probe_plan.batch.levels: must be a list of standard, full",
         "probe_plan.batch: per_gpu and thp_modes together are not supported; give two entries",
-        "probe_plan.batch.thp_modes: 'sometimes' is not allowed; allowed: always, madvise, never",
+        "probe_plan.batch.thp_modes: 'sometimes' is not allowed; " + ARMS_ALLOWED,
         "probe_plan.load_each.per_gpu: 'yes' is not allowed; allowed: true, false",
         "probe_plan.load_all.per_gpu: only the vLLM probes (ttft, kv, batching) run per GPU; "
         "load measures every GPU itself",

@@ -14,12 +14,13 @@ def hosts(**states: str) -> list[dict]:
 
 
 def test_the_first_batch_always_starts():
-    assert rollout.gate([], None) == {"stop": False, "msg": None, "failed": [], "ran": 0, "max_fail_percentage": 0.0}
+    assert rollout.gate([], None) == {"stop": False, "msg": None, "unfinished": [], "ran": 0,
+                                      "max_fail_percentage": 0.0}
 
 
 def test_at_the_default_one_host_that_did_not_finish_stops_the_next_batch():
     decision = rollout.gate(hosts(node1="done", node2="started", node3="done"), None)
-    assert decision["stop"] and decision["failed"] == ["node2"] and decision["ran"] == 3
+    assert decision["stop"] and decision["unfinished"] == ["node2"] and decision["ran"] == 3
     assert decision["msg"].startswith(
         "not run: the rollout stopped before this host's batch, because 1 of 3 host(s) of earlier batches did not "
         "finish (node2): 33 %, more than preflight_max_fail_percentage=0. Nothing was changed on this host.")
@@ -35,7 +36,7 @@ def test_a_share_at_the_limit_goes_on_and_one_above_it_stops():
 def test_hosts_the_gate_stopped_do_not_count_again():
     earlier = hosts(node1="started", node2="done", node3="stopped", node4="stopped")
     decision = rollout.gate(earlier, 50)
-    assert decision["ran"] == 2 and decision["failed"] == ["node1"] and not decision["stop"]
+    assert decision["ran"] == 2 and decision["unfinished"] == ["node1"] and not decision["stop"]
 
 
 def test_hosts_that_all_finished_never_stop_the_rollout():

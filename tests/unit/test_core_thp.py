@@ -38,7 +38,8 @@ def test_every_invalid_variable_is_reported_in_one_list_with_the_role_s_messages
     bad = {**GOOD, "thp_khugepaged_defrag": True, "thp_persist": "kernel_cmdline", "thp_state_dir": "state"}
     assert thp.validate(bad, SETTINGS) == [
         "thp_khugepaged_defrag: 'True' is a YAML boolean, not a number; allowed: 0, 1",
-        "thp_persist: 'kernel_cmdline' is not a list; write a list of systemd, kernel_cmdline, e.g. [systemd]",
+        "thp_persist: 'kernel_cmdline' is not a list; write a list of systemd, kernel_cmdline, tuned, auto, "
+        "e.g. [systemd]",
         "thp_state_dir: 'state' is not an absolute path",
     ]
 
@@ -50,9 +51,9 @@ def test_every_invalid_variable_is_reported_in_one_list_with_the_role_s_messages
          f"({BASE}/enabled); allowed: always, madvise, never"),
         ({"thp_khugepaged_defrag": 2}, "thp_khugepaged_defrag: '2' is not allowed; allowed: 0, 1"),
         ({"thp_persist": ["systemd", "grub"]},
-         "thp_persist: 'grub' is not a persistence method; allowed items: systemd, kernel_cmdline"),
+         "thp_persist: 'grub' is not a persistence method; allowed items: systemd, kernel_cmdline, tuned, auto"),
         ({"thp_persist": None},
-         "thp_persist: 'None' is not a list; write a list of systemd, kernel_cmdline, e.g. [systemd]"),
+         "thp_persist: 'None' is not a list; write a list of systemd, kernel_cmdline, tuned, auto, e.g. [systemd]"),
         ({"thp_state_dir": 5}, "thp_state_dir: '5' is not an absolute path"),
     ],
 )

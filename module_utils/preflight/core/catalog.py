@@ -20,7 +20,8 @@ THP_SIZE_NAME = r"\d+kB"
 # The boot option that sets them (mm: override mTHP "enabled" defaults at kernel cmdline, Linux 6.12).
 THP_ANON_OPTION = "thp_anon"
 THP_ANON_MIN_KERNEL = (6, 12)
-THP_PERSIST_CHOICES = ("systemd", "kernel_cmdline")
+# auto: tuned where tuned is active on the node (core/thp_tuned.py), the systemd unit otherwise.
+THP_PERSIST_CHOICES = ("systemd", "kernel_cmdline", "tuned", "auto")
 
 # The role defaults (roles/thp/defaults/main.yml must say the same; roles/preflight_defaults may not differ).
 THP_DEFAULTS = {

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 
-from . import plan_servers, probe_options
-from .catalog import LEVELS, MODEL_SHAPES, PROBE_LEVELS, PROBES, SUITE_PROBE, THP_ENABLED_CHOICES, VLLM_PROBES
+from . import plan_servers, probe_options, thp_arm
+from .catalog import LEVELS, MODEL_SHAPES, PROBE_LEVELS, PROBES, SUITE_PROBE, VLLM_PROBES
 
 ENTRY_KEYS = ("probe", "levels", "timeout_s", "thp_modes", "per_gpu", "options")
 DEFAULT_TIMEOUT_S = 1800
@@ -110,8 +110,34 @@ def entry_errors(name, entry) -> list[str]:
         errors += option_errors(where, probe, entry.get("options"))
     errors += _per_gpu_errors(where, entry, probe)
     if "thp_modes" in entry:
-        errors += _list_errors(f"{where}.thp_modes", entry["thp_modes"], THP_ENABLED_CHOICES)
+        errors += thp_arm_errors(f"{where}.thp_modes", entry["thp_modes"])
     return errors
+
+
+def thp_arm_errors(where: str, arms) -> list[str]:
+    """Every THP A/B arm of an entry checked for its form (core/thp_arm.py; the node checks the kernel's sizes
+    again before it writes), each arm once."""
+    if not _is_list(arms):
+        return [f"{where}: must be a list of THP arms; {thp_arm.allowed_arms()}"]
+    errors, seen = [], {}
+    for arm in arms:
+        settings, problems = thp_arm.parse_arm(arm, where)
+        errors += problems
+        slug = thp_arm.arm_slug(settings) if settings else None
+        if slug in seen:
+            errors.append(f"{where}: '{arm}' sets what '{seen[slug]}' sets; give each arm once")
+        elif slug:
+            seen[slug] = arm
+    return errors
+
+
+def thp_arms(entry: dict) -> list[tuple[str, str] | tuple[None, None]]:
+    """(arm as written in its one order, its part of the result name) for each arm of a valid entry; one
+    (None, None) for an entry without THP arms."""
+    if "thp_modes" not in entry:
+        return [(None, None)]
+    settings = [thp_arm.parse_arm(arm)[0] for arm in entry["thp_modes"]]
+    return [(thp_arm.arm_text(arm), thp_arm.arm_slug(arm)) for arm in settings]
 
 
 def option_errors(where: str, probe: str, options) -> list[str]:
@@ -176,9 +202,9 @@ def plan_probes(level: str, probe_plan: dict, run_tags=("all",), skip_tags=()) -
             if entry.get("probe", name) != probe:
                 continue
             reason = skip_reason(level, entry["levels"], probe, list(run_tags), list(skip_tags))
-            for mode in entry.get("thp_modes", [None]):
+            for mode, slug in thp_arms(entry):
                 item = {
-                    "name": f"{name}_{mode}" if mode else name,
+                    "name": f"{name}_{slug}" if mode else name,
                     "entry": name,
                     "probe": probe,
                     "timeout_s": _jinja_int(entry.get("timeout_s", DEFAULT_TIMEOUT_S)),
@@ -269,6 +295,8 @@ ALLOCATOR_NEEDS = {"jemalloc": ("jemalloc_paths", "jemalloc_path"), "tcmalloc": 
 def missing_prerequisite(item: dict, options: dict, facts: dict) -> str | None:
     """Why this node cannot run the item at all (decided before anything runs), or None. Facts that did not
     come back decide nothing: the probe then says for itself."""
+    if (why := thp_arm_missing(item, facts)) is not None:
+        return why
     allocator = facts.get("allocator") if facts else None
     if item["probe"] != "generate" or not allocator:
         return None
@@ -278,6 +306,16 @@ def missing_prerequisite(item: dict, options: dict, facts: dict) -> str | None:
             return (f"skipped: the {name} arm needs lib{name}, and node_facts found none on this node "
                     f"(install it, e.g. with jemalloc_enabled: true, or give options.{option})")
     return None
+
+
+def thp_arm_missing(item: dict, facts: dict) -> str | None:
+    """Why the node cannot take the item's THP arm (a size or value its kernel does not offer), or None; facts
+    without THP decide nothing (the arm's owner on the node checks the kernel again before it writes)."""
+    arm, thp = item.get("thp_mode"), (facts or {}).get("thp") or {}
+    if not arm or not thp.get("supported") or set(thp_arm.parse_arm(arm)[0]) <= {thp_arm.GLOBAL}:
+        return None
+    errors = thp_arm.parse_arm(arm, f"probe_plan.{item['entry']}.thp_modes", thp.get("sizes") or {})[1]
+    return f"skipped: {'; '.join(errors)}" if errors else None
 
 
 def for_node(plan: dict, run: dict, facts, probe_plan: dict) -> tuple[dict, dict]:

@@ -55,4 +55,5 @@ def gate(earlier: list[dict], limit) -> dict:
             f"{percent:g}. Nothing was changed on this host. Their rows in this report say why; fix that and run "
             "again (--limit to the hosts not yet done)."
         )
-    return {"stop": stop, "msg": msg, "failed": failed, "ran": len(ran), "max_fail_percentage": percent}
+    # "unfinished", not "failed": a module result with a true "failed" key fails its task.
+    return {"stop": stop, "msg": msg, "unfinished": failed, "ran": len(ran), "max_fail_percentage": percent}

@@ -6,7 +6,7 @@ Values are written into messages as Jinja's ``~`` wrote them (str()): the role's
 
 from __future__ import annotations
 
-from . import grub, thp_sizes
+from . import grub, thp_sizes, thp_tuned
 from .catalog import ROLLBACK_RECORD_SCHEMA_VERSION, THP_KHUGEPAGED_DEFRAG_CHOICES, THP_PERSIST_CHOICES
 
 CHECK_NOTE = " (check mode: nothing was written)"
@@ -158,10 +158,18 @@ def cmdline_outcome(boot: dict, booted: str | None, enabled: str, grub: dict, ch
     return {"state": "unchanged", "reboot_required": reboot, "detail": detail}
 
 
-def persistence(persist: list, inspected: dict, enabled: str, unit: dict, grub: dict, check_mode: bool) -> dict:
-    """preflight_role_results.thp.persistence, whether a reboot is needed, and the lines the role prints."""
+def persistence(persist: list, inspected: dict, enabled: str, unit: dict, grub: dict, check_mode: bool,
+                tuned: dict | None = None) -> dict:
+    """preflight_role_results.thp.persistence, whether a reboot is needed, and the lines the role prints.
+    ``persist``: thp_persist with auto resolved (thp_inspect's persist); ``tuned``: the registered results of
+    writing the tuned profile (profile), active_profile with profile_mode (active) and of the daemon's reload
+    (reload). Entries come in the order of ``persist``."""
     entries = []
     reboot_required = False
+    if "tuned" in persist:
+        tuned = tuned or {}
+        outcome = thp_tuned.outcome(inspected["tuned_plan"], tuned, tuned.get("reload") or {}, check_mode)
+        entries.append({"method": "tuned", "path": thp_tuned.PROFILE_FILE, **outcome})
     if "systemd" in persist:
         outcome = systemd_outcome(inspected["systemd"], unit, check_mode)
         entries.append({"method": "systemd", "path": unit["path"], **outcome})
@@ -170,6 +178,7 @@ def persistence(persist: list, inspected: dict, enabled: str, unit: dict, grub: 
         outcome = cmdline_outcome(boot, inspected["booted_option"], str(enabled), grub, check_mode)
         reboot_required = outcome.pop("reboot_required")
         entries.append({"method": "kernel_cmdline", "path": boot["defaults_file"], **outcome})
+    entries.sort(key=lambda entry: persist.index(entry["method"]))
     lines = [f"{e['method']}: {e['state']} ({e['detail']})" for e in entries] or [NO_PERSISTENCE]
     return {"persistence": entries, "reboot_required": reboot_required, "lines": lines}
 
@@ -233,13 +242,20 @@ def rollback_plan(recorded: dict, boot: dict | None) -> dict:
 
 
 def rollback_lines(recorded: dict, state_file: str, restored: list[dict], unit: dict, grub: dict,
-                   boot: dict | None) -> list[str]:
+                   boot: dict | None, tuned: dict | None = None) -> list[str]:
     """What the rollback did, one line per thing. ``unit``: the results of removing the unit file (file) and
-    its .wants link (link) with their paths; ``grub``: the result of restoring the GRUB line."""
+    its .wants link (link) with their paths; ``grub``: the result of restoring the GRUB line; ``tuned``: the
+    registered results of restoring tuned's files (files, a loop) and removing Preflight's profile (profile)."""
     lines = []
     if not recorded:
         lines.append(f"nothing recorded at {state_file}: no THP values to restore")
     lines += [f"{row['item']['name']}: {row.get('before')} -> {row.get('after')}" for row in restored]
+    tuned = tuned or {}
+    restored_files = [row["item"]["path"] for row in tuned.get("files", []) if row.get("changed")]
+    if restored_files:
+        lines.append(f"tuned: {' and '.join(restored_files)} restored as they were before Preflight")
+    if (tuned.get("profile") or {}).get("changed"):
+        lines.append(f"tuned: removed Preflight's profile {thp_tuned.PROFILE_DIR}")
     if unit["file"].get("changed") or unit["link"].get("changed"):
         lines.append(f"systemd: removed {unit['path']} and {unit['link_path']}")
     if grub.get("changed"):

@@ -179,8 +179,10 @@ def size_knob_conflict(tree: Tree, enabled: str, sizes: dict | None = None) -> l
 
 
 def conflicts(tree: Tree, enabled: str, defrag: str, booted: str | None, boot: dict, own_unit: str,
-              sizes: dict | None = None) -> list[str]:
-    """One sentence per thing that overrides, or would override at boot, the wanted THP settings."""
+              sizes: dict | None = None, through_tuned: bool = False) -> list[str]:
+    """One sentence per thing that overrides, or would override at boot, the wanted THP settings. Persisting
+    through tuned (``through_tuned``), the active profile's THP value is overridden by Preflight's profile, which
+    includes it: not a conflict."""
     found = []
     if booted is not None and booted != enabled:
         found.append(
@@ -194,7 +196,8 @@ def conflicts(tree: Tree, enabled: str, defrag: str, booted: str | None, boot: d
             f"which comes after {CMDLINE_VARIABLE} on the command line and wins at boot over thp_enabled={enabled}: "
             f"remove it there"
         )
-    found += tuned_conflicts(tree, enabled)
+    if not through_tuned:
+        found += tuned_conflicts(tree, enabled)
     for path in other_writers(tree, own_unit):
         found.append(
             f"{path} writes Transparent Huge Pages settings too: at boot it may override thp_enabled={enabled} "
@@ -221,7 +224,7 @@ def read_record(tree: Tree, path: str | None) -> dict:
 
 
 def inspect(tree: Tree, enabled: str | None, defrag: str, cmdline_thp: str, own_unit: str, grub_defaults_file: str,
-            wants_dir: str, sizes: dict | None = None) -> dict:
+            wants_dir: str, sizes: dict | None = None, through_tuned: bool = False) -> dict:
     """Everything the role decides on, read from the node (the role's thp_inspect returns it as is)."""
     booted = thp_option(tree.read("/proc/cmdline"))
     boot = bootloader(tree, grub_defaults_file, cmdline_thp)
@@ -231,5 +234,5 @@ def inspect(tree: Tree, enabled: str | None, defrag: str, cmdline_thp: str, own_
         "systemd": systemd_facts(tree, own_unit, wants_dir),
         "bootloader": boot,
         "booted_option": booted,
-        "conflicts": conflicts(tree, enabled, defrag, booted, boot, own_unit, sizes) if enabled else [],
+        "conflicts": conflicts(tree, enabled, defrag, booted, boot, own_unit, sizes, through_tuned) if enabled else [],
     }

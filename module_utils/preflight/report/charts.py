@@ -152,12 +152,12 @@ def _load(name: str, results: dict, doc: dict) -> list[str]:
 def _thp_ab(doc: dict, names: list[str]) -> list[str]:
     bars = []
     for name in names:
-        if not name.startswith("thp_ab_"):
+        if not name.startswith(metrics.THP_AB_PREFIX):
             continue
         node = metrics._get(doc["probes"][name].get("results") or {}, "warm", "phases", "load_s")
         bars.append(
             {
-                "label": f"THP {name.removeprefix('thp_ab_')}",
+                "label": f"THP {metrics.thp_ab_arm(name, doc['probes'][name])[0]}",
                 "value": (node or {}).get("median"),
                 "low": (node or {}).get("ci_low"),
                 "high": (node or {}).get("ci_high"),
@@ -165,7 +165,7 @@ def _thp_ab(doc: dict, names: list[str]) -> list[str]:
         )
     if not bars:
         return []
-    return [svg.bar_chart("THP A/B: warm weight load per THP mode (median, 95 % CI)", bars, "s")]
+    return [svg.bar_chart("THP A/B: warm weight load per THP arm (median, 95 % CI)", bars, "s")]
 
 
 def _generate(name: str, results: dict, doc: dict) -> list[str]:

@@ -68,6 +68,22 @@ def kind(doc: dict, name: str) -> str:
     return str((doc["probes"].get(name) or {}).get("probe") or name)
 
 
+THP_AB_PREFIX = "thp_ab_"
+
+
+def thp_ab_arm(name: str, envelope: dict) -> tuple[str, str | None]:
+    """(the arm as written, e.g. never+64kB=always; its global mode when it sets only that, else None) of a THP
+    A/B result thp_ab_<arm>. The load probe records the arm it ran under (results.thp.arm); an older result
+    without it is named by its suffix."""
+    arm = ((envelope.get("results") or {}).get("thp") or {}).get("arm") or {}
+    settings = arm.get("settings")
+    if isinstance(settings, dict) and settings:
+        mode = settings.get("enabled") if set(settings) == {"enabled"} else None
+        return str(arm.get("mode") or mode), mode
+    suffix = name.removeprefix(THP_AB_PREFIX)
+    return suffix, suffix
+
+
 def _summary_record(**kw) -> dict:
     base = {
         "value": None,

@@ -95,8 +95,10 @@ def _thp_ab_arms(doc: dict) -> dict[str, dict]:
     """{mode: warm weight-load summary} from the THP A/B load runs (results thp_ab_<mode>)."""
     arms = {}
     for name, envelope in (doc.get("probes") or {}).items():
-        mode = name.rsplit("_", 1)[-1]
-        if envelope.get("probe") != "load" or not name.startswith("thp_ab_") or mode not in THP_POLICIES:
+        if envelope.get("probe") != "load" or not name.startswith(metrics.THP_AB_PREFIX):
+            continue
+        mode = metrics.thp_ab_arm(name, envelope)[1]  # per-size arms are not a thp_enabled policy
+        if mode not in THP_POLICIES:
             continue
         node = metrics._get(envelope.get("results") or {}, "warm", "phases", "load_s")
         if isinstance(node, dict) and node.get("ci_low") is not None and node.get("ci_high") is not None:

@@ -139,6 +139,25 @@ conflicts:
   returned: always
   type: list
   elements: str
+tuned:
+  description:
+    - What tuned does here (C(module_utils/preflight/core/thp_tuned.py)) - C(installed), C(pid) (the running
+      daemon's, or null), C(enabled) (at boot), C(active) (it runs or is enabled, with a profile), C(reason),
+      C(active_profile) and C(profile_mode) (the files' text, null when absent), C(names), C(profile)
+      (Preflight's profile's text, or null).
+  returned: always
+  type: dict
+persist:
+  description: thp_persist with C(auto) made a method (C(tuned) where tuned is active, C(systemd) otherwise).
+  returned: always
+  type: list
+  elements: str
+tuned_plan:
+  description:
+    - With C(tuned) in RV(persist), what the tuned method writes - C(profile_dir), C(profile_file), C(content),
+      C(includes), C(active_profile) and C(profile_mode) (C(path), C(content)), C(changed), C(pid), C(reload).
+  returned: always (null unless the tuned method is used and the variables are valid)
+  type: dict
 errors:
   description: One sentence per invalid variable, naming it, its value and what is allowed.
   returned: when O(variables) is given
@@ -159,7 +178,9 @@ rollback:
   description:
     - C(settings) (name, path, value to restore), C(cmdline) (the GRUB defaults file as rollback leaves it -
       C(content), C(changed), C(regenerate); null without a recorded GRUB edit),
-      C(restore_cmdline) and C(remove_record) (whether the record can be removed afterwards).
+      C(restore_cmdline) and C(remove_record) (whether the record can be removed afterwards), C(tuned) (what
+      to do for a recorded tuned profile, nothing without one - C(files) to put back byte for byte, each
+      C(path), C(content), C(absent), C(changed); C(profile_dir), C(remove_profile), C(pid), C(reload)).
   returned: when O(rollback) is true
   type: dict
 """
@@ -167,7 +188,7 @@ rollback:
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.preflight.core import thp, thp_arm, thp_node, thp_sizes  # noqa: E402
+from ansible.module_utils.preflight.core import thp, thp_arm, thp_node, thp_sizes, thp_tuned  # noqa: E402
 from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
 
 ARGUMENT_SPEC = {
@@ -188,7 +209,8 @@ def decide(tree: Tree, result: dict, variables: dict, marker: str = thp_arm.MARK
     """Validation, plan and record: the role's decisions on what was read. While a probe holds THP for an A/B
     arm (core/thp_arm.py's marker names a live owner), the node's mode is the arm's: nothing is recorded."""
     result["errors"] = thp.validate(variables, result["settings"], result["sizes"])
-    persist = variables.get("thp_persist") or []
+    result["errors"] += thp_tuned.validate(variables.get("thp_persist"), result["tuned"])
+    persist = result["persist"]
     if not result["errors"] and "kernel_cmdline" in persist:
         wanted = variables.get("thp_sizes")
         tokens = thp_sizes.anon_tokens(wanted, result["sizes"]) if wanted else []
@@ -203,8 +225,25 @@ def decide(tree: Tree, result: dict, variables: dict, marker: str = thp_arm.MARK
     result["plan"] = [] if result["errors"] else thp.plan(variables, result["settings"], result["sizes"])
     if not result["errors"]:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        result["record"] = thp.record(result["recorded"], result["plan"], variables["thp_persist"],
-                                      result["bootloader"], now)
+        result["record"] = thp.record(result["recorded"], result["plan"], persist, result["bootloader"], now)
+        if "tuned" in persist:
+            tuned_plan(result, now)
+
+
+def tuned_plan(result: dict, now: str) -> None:
+    """The tuned method's profile and files (RV(tuned_plan)) and its entry in the rollback record."""
+    kept = result["recorded"].get("tuned")
+    try:
+        result["tuned_plan"] = thp_tuned.plan(result["tuned"], kept, result["plan"])
+    except thp_tuned.TunedError as err:
+        result["errors"].append(f"thp_persist: tuned cannot edit {thp_tuned.PROFILE_FILE}: {err}")
+        result["plan"], result["tuned_plan"] = [], None
+        del result["record"]
+        return
+    entry = thp_tuned.record(kept, result["tuned"], result["tuned_plan"], now)
+    if entry != kept:
+        result["record"]["state"]["tuned"] = entry
+        result["record"]["changes"] += 1
 
 
 def run_module() -> None:
@@ -217,9 +256,12 @@ def run_module() -> None:
                 params[option] = str(variables[name])
     tree = Tree(params["root"])
     wanted_sizes = (variables or {}).get("thp_sizes") or {}
+    tuned = thp_tuned.state(tree)
+    persist = thp_tuned.resolve((variables or {}).get("thp_persist"), tuned) if variables is not None else []
     result = thp_node.inspect(tree, params["enabled"], params["defrag"] or "", params["cmdline_thp"] or "",
                               params["own_unit"], params["grub_defaults_file"], params["wants_dir"],
-                              wanted_sizes if isinstance(wanted_sizes, dict) else {})
+                              wanted_sizes if isinstance(wanted_sizes, dict) else {}, "tuned" in persist)
+    result.update(tuned=tuned, persist=persist, tuned_plan=None)
     result["sizes"] = thp_sizes.read_sizes(tree)
     result["settings"].update(thp_sizes.settings(result["sizes"]))
     try:
@@ -239,6 +281,11 @@ def run_module() -> None:
             module.fail_json(msg=f"THP rollback stopped before changing anything, the record {params['state_file']} "
                              f"is kept: {boot['error']}", **result)
         result["rollback"] = thp.rollback_plan(recorded, boot)
+        try:
+            result["rollback"]["tuned"] = thp_tuned.rollback_plan(tree, recorded.get("tuned"))
+        except thp_tuned.TunedError as err:
+            module.fail_json(msg=f"THP rollback stopped before changing anything, the record {params['state_file']} "
+                             f"is kept: {err}", **result)
     module.exit_json(changed=False, **result)
 
 

@@ -47,6 +47,14 @@ options:
       - O(what=rollback) - the registered result of restoring the GRUB line.
     type: dict
     default: {}
+  tuned:
+    description:
+      - O(what=persistence) - the registered results C(profile), C(active_profile), C(profile_mode) of writing
+        Preflight's tuned profile and making it active, and C(reload) of telling the running daemon.
+      - O(what=rollback) - the registered results C(files) (restoring active_profile and profile_mode, a loop)
+        and C(profile) (removing Preflight's profile).
+    type: dict
+    default: {}
   plan:
     description: thp_inspect's RV(thp_inspect#module:plan) (O(what=result)).
     type: list
@@ -96,7 +104,7 @@ EXAMPLES = r"""
 RETURN = r"""
 persistence:
   description:
-    - Per method in thp_persist, C(method), C(path), C(detail) and C(state)
+    - Per method in thp_persist (C(auto) resolved), C(method), C(path), C(detail) and C(state)
       (installed, unchanged, unavailable or failed).
   returned: O(what=persistence)
   type: list
@@ -131,6 +139,7 @@ ARGUMENT_SPEC = {
     "enabled": {"type": "str", "default": ""},
     "unit": {"type": "dict", "default": {}},
     "grub": {"type": "dict", "default": {}},
+    "tuned": {"type": "dict", "default": {}},
     "plan": {"type": "list", "elements": "dict", "default": []},
     "applied": {"type": "list", "elements": "dict", "default": []},
     "readback": {"type": "dict", "default": {}},
@@ -144,7 +153,8 @@ def run_module() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     if p["what"] == "persistence":
-        described = thp.persistence(p["persist"], p["inspected"], p["enabled"], p["unit"], p["grub"], module.check_mode)
+        described = thp.persistence(p["persist"], p["inspected"], p["enabled"], p["unit"], p["grub"], module.check_mode,
+                                    p["tuned"])
     elif p["what"] == "result":
         described = thp.result(p["plan"], p["applied"], p["readback"], p["outcome"], p["inspected"]["conflicts"],
                                module.check_mode)
@@ -152,7 +162,8 @@ def run_module() -> None:
     else:
         read = p["rollback"]
         boot = read["rollback"]["cmdline"]
-        lines = thp.rollback_lines(read["recorded"], p["state_file"], p["applied"], p["unit"], p["grub"], boot)
+        lines = thp.rollback_lines(read["recorded"], p["state_file"], p["applied"], p["unit"], p["grub"], boot,
+                                   p["tuned"])
         described = {"lines": lines}
     module.exit_json(changed=False, **described)
 
