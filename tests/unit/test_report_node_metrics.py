@@ -94,6 +94,17 @@ def test_a_failed_node_has_no_figures_and_says_it_failed(run):
     assert not [name for name, _ in found if name.startswith(("preflight_ttft", "preflight_load_"))]
 
 
+def test_an_incomplete_node_says_so_in_exactly_one_status_series(tmp_path):
+    """A planned probe without an outcome makes the host incomplete: its status series is 1, every other 0."""
+    probes = {"ttft": s.ttft_probe(warm_ms=20.0, seed=1), "load": s.load_probe()}
+    items = [s.host("node2", probes=probes, run={**RUN, "ran": ["load", "ttft"]})]
+    built = s.build(items, tmp_path, run_id="run-incomplete", compare_history=False)
+    found = samples(built["node_metrics"]["node2"])
+    status = {dict(labels)["status"]: value for (name, labels), value in found.items()
+              if name == "preflight_run_status"}
+    assert status == {"ok": 0, "incomplete": 1, "failed": 0}
+
+
 def test_every_headline_quantity_has_a_metric():
     """A new headline figure must get a metric name and unit here, or it would silently not be exported."""
     keys = set()

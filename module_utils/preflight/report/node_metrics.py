@@ -11,10 +11,12 @@ A figure that was not measured is left out, never written as 0.
 
 from __future__ import annotations
 
+from ..core.document import HOST_STATUSES
 from . import fleet, metrics
 from .prometheus import CHECK_STATUSES, labels
 
-RUN_STATUSES = ("ok", "failed")
+# A node gets its own file only when the run reached it: every host status but unreachable.
+RUN_STATUSES = tuple(status for status in HOST_STATUSES if status != "unreachable")
 VERDICTS = ("pass", "warn", "fail")
 FILE_NAME = "preflight.prom"
 
@@ -130,7 +132,7 @@ def node_textfile(doc: dict, run_timestamp: float) -> str:
     fam.add("preflight_last_run_timestamp_seconds", "When Preflight's last run on this node ended (Unix time).",
             float(run_timestamp))
     for status in RUN_STATUSES:
-        fam.add("preflight_run_status", "1 for the run's status on this node (ok, failed).",
+        fam.add("preflight_run_status", f"1 for the run's status on this node ({', '.join(RUN_STATUSES)}).",
                 doc["status"] == status, status=status)
     for verdict in VERDICTS:
         fam.add("preflight_verdict", "1 for the node's verdict (pass, warn, fail).", doc["verdict"] == verdict,
