@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_thp_sizes import thp_result
 from tests.sshfleet import ansible_env, run_playbook
 
 TUNED_DIR = Path("/etc/tuned")
@@ -134,11 +135,6 @@ def play(ssh_fleet, tmp_path):
     for socket in control.iterdir():
         subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "unused"], capture_output=True, timeout=30)
     shutil.rmtree(control, ignore_errors=True)
-
-
-def thp_result(stdout: str) -> dict:
-    line = next(line for line in stdout.splitlines() if '"msg": "THP_RESULT ' in line)
-    return json.loads(json.loads(line.split(" => ", 1)[1])["msg"][len("THP_RESULT "):])
 
 
 def merged_profile() -> dict:
