@@ -4,6 +4,7 @@ per-size knobs, the global THP values and Preflight's unit as they were, whateve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -56,10 +57,11 @@ def per_size_guard(restore_kernel_tunables):
             UNIT_LINK.symlink_to(UNIT)
 
 
-@pytest.fixture
-def play(ssh_fleet, tmp_path):
-    """ansible-playbook against node1 with the role's variables as JSON extra vars; one SSH connection."""
-    control = Path(tempfile.mkdtemp(prefix="thp-sizes-ssh-", dir="/tmp"))
+@contextlib.contextmanager
+def node1_playbook(ssh_fleet, tmp_path: Path):
+    """ansible-playbook against node1 with the role's variables as JSON extra vars; one SSH connection.
+    run(playbook, *args, **variables) -> (proc, (changed, failed) from node1's recap, or None)."""
+    control = Path(tempfile.mkdtemp(prefix="thp-ssh-", dir="/tmp"))
     args = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 "
             f"-o ControlMaster=auto -o ControlPersist=15s -o ControlPath={control}/%C")
     inventory = ssh_fleet.inventory(tmp_path / "hosts.yml", extra_vars={"ansible_ssh_common_args": args})
@@ -75,10 +77,19 @@ def play(ssh_fleet, tmp_path):
     run.state_file = state / "state.json"
     run.inventory = inventory
     run.env = env
-    yield run
-    for socket in control.iterdir():
-        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "unused"], capture_output=True, timeout=30)
-    shutil.rmtree(control, ignore_errors=True)
+    try:
+        yield run
+    finally:
+        for socket in control.iterdir():
+            subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "unused"], capture_output=True,
+                           timeout=30)
+        shutil.rmtree(control, ignore_errors=True)
+
+
+@pytest.fixture
+def play(ssh_fleet, tmp_path):
+    with node1_playbook(ssh_fleet, tmp_path) as run:
+        yield run
 
 
 def thp_result(stdout: str) -> dict:

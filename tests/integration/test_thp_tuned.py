@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_thp_sizes import thp_result
-from tests.sshfleet import ansible_env, run_playbook
+from tests.integration.test_thp_sizes import node1_playbook, thp_result
 
 TUNED_DIR = Path("/etc/tuned")
 ACTIVE, MODE = TUNED_DIR / "active_profile", TUNED_DIR / "profile_mode"
@@ -38,7 +35,6 @@ THP = Path("/sys/kernel/mm/transparent_hugepage")
 UNIT = Path("/etc/systemd/system/preflight-thp.service")
 UNIT_LINK = Path("/etc/systemd/system/sysinit.target.wants/preflight-thp.service")
 APPLY, ROLLBACK = "roles/thp/tests/apply.yml", "playbooks/rollback.yml"
-RECAP = re.compile(r"^node1\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M)
 # tuned's own profile loader (Debian's python3-tuned, outside the project's virtualenv): the merged profile.
 MERGED = (
     "import json, tuned.profiles as p, tuned.utils.global_config as g, tuned.consts as c;"
@@ -117,24 +113,14 @@ def wait_for(condition, what: str, timeout: float = 20):
 
 @pytest.fixture
 def play(ssh_fleet, tmp_path):
-    """ansible-playbook against node1 with the role's variables as JSON extra vars; one SSH connection."""
-    control = Path(tempfile.mkdtemp(prefix="thp-tuned-ssh-", dir="/tmp"))
-    ssh_args = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 "
-                f"-o ControlMaster=auto -o ControlPersist=15s -o ControlPath={control}/%C")
-    inventory = ssh_fleet.inventory(tmp_path / "hosts.yml", extra_vars={"ansible_ssh_common_args": ssh_args})
-    env = ansible_env(ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_CALLBACK_FORMAT_PRETTY="false")
+    """test_thp_sizes' node1 runs; here every run must reach node1's recap: (proc, changed, failed)."""
+    with node1_playbook(ssh_fleet, tmp_path) as sizes_run:
+        def run(playbook: str, *args: str, **variables):
+            proc, recap = sizes_run(playbook, *args, **variables)
+            assert recap, proc.stdout + proc.stderr
+            return proc, *recap
 
-    def run(playbook: str, *args: str, **variables):
-        extra = {"thp_state_dir": str(tmp_path / "thp-state"), **variables}
-        proc = run_playbook(playbook, inventory, "-e", json.dumps(extra), "--limit", "node1", *args, env=env)
-        recap = RECAP.search(proc.stdout)
-        assert recap, proc.stdout + proc.stderr
-        return proc, int(recap[1]), int(recap[2])
-
-    yield run
-    for socket in control.iterdir():
-        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "unused"], capture_output=True, timeout=30)
-    shutil.rmtree(control, ignore_errors=True)
+        yield run
 
 
 def merged_profile() -> dict:
