@@ -58,19 +58,25 @@ if only precision; then
     --warm-max 400 --input-tokens 256 --output-tokens 32 --api completions
 fi
 # The server-level A/Bs: fresh eager vLLM starts per arm, interleaved and rotated, 4 per arm, one unmeasured start
-# first; each factor stops at whole rounds within AB_BUDGET_S seconds.
+# first; each factor stops at whole rounds within AB_BUDGET_S seconds. Per factor, AB_REPEATS_<factor> and
+# AB_BUDGET_S_<factor> override those; with AB_CONTINUE=1 a factor whose result is in server-ab/ pools those
+# starts (probes ab --continue-from: same settings, checked) and its rounds continue after them.
 if only ab; then
   mkdir -p "$EV/ab"
   for factor in ${AB_FACTORS:-allocator pagecache thp}; do
     extra=()
     case $factor in
       pagecache) extra=(--drop-caches) ;;
-      thp) extra=(--arms always,never) ;;
+      thp) extra=(--arms always,never --ttft-requests 5 --throughput-prompts 16) ;;
       allocator) extra=(--jemalloc-path /usr/lib/x86_64-linux-gnu/libjemalloc.so.2) ;;
     esac
-    pstep "ab/$factor" ab --factor "$factor" --repeats 4 --warmup-starts 1 --model $M --enforce-eager \
-      --max-model-len 4096 --kv-budget 0.5 --time-budget-s "${AB_BUDGET_S:-330}" --log-dir "$EV/ab/$factor-logs" \
-      "${extra[@]}"
+    if [ -n "${AB_CONTINUE:-}" ] && [ -f "$HERE/server-ab/$factor.json" ]; then
+      extra+=(--continue-from "$HERE/server-ab/$factor.json")
+    fi
+    repeats=AB_REPEATS_$factor budget=AB_BUDGET_S_$factor
+    pstep "ab/$factor" ab --factor "$factor" --repeats "${!repeats:-4}" --warmup-starts 1 --model $M --enforce-eager \
+      --max-model-len 4096 --kv-budget 0.5 --time-budget-s "${!budget:-${AB_BUDGET_S:-330}}" \
+      --log-dir "$EV/ab/$factor-logs" "${extra[@]}"
   done
 fi
 echo "== $(date -u +%T) all done" >> "$EV/progress.log"
