@@ -18,8 +18,12 @@ demo: $(VENV)/.runtime
 	echo "make demo: $$(( $$(date +%s) - start )) s (per phase: the 'how long each phase took' line above)"; \
 	echo "Report: $$(readlink -f reports/latest)/summary.html"; exit $$rc
 
-## test: install test needs, lint, and run the whole suite
-test: system-deps $(VENV)/.dev lint pytest
+## test: install test needs, lint, and run the whole suite (lint runs beside the tests; its output comes last)
+test: system-deps $(VENV)/.dev
+	@mkdir -p .cache; $(MAKE) --no-print-directory lint > .cache/lint.log 2>&1 & lint=$$!; rc=0; \
+	$(MAKE) --no-print-directory pytest || rc=1; \
+	wait $$lint || { echo "lint FAILED"; rc=1; }; \
+	echo "--- lint, run beside the tests (.cache/lint.log) ---"; cat .cache/lint.log; exit $$rc
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -133,7 +133,7 @@ def hosts_in_order(output: str) -> list[str]:
 def test_by_default_a_rolling_play_runs_host_by_host_on_a_small_fleet(ssh_fleet, tmp_path):
     """25 % of 3 hosts rounds down to batches of one: the play starts once per host, each host finishes first."""
     inventory = write(fleet_doc(ssh_fleet, tmp_path / "hosts.yml", ["node1", "node2", "node3"]), tmp_path / "h.yml")
-    proc = run_playbook("playbooks/rollback.yml", inventory, timeout=600)
+    proc = run_playbook("playbooks/rollback.yml", inventory, timeout=600, serial=None)
     output = output_of(proc)
     assert proc.returncode == 0, output[-4000:]
     assert play_starts(output, "Roll back Preflight's tuning") == 3
@@ -182,7 +182,7 @@ def test_a_host_that_cannot_start_stops_later_batches_and_every_host_is_a_report
     reports = tmp_path / "reports"
 
     proc = run_playbook("playbooks/probe.yml", inventory, "-e", "preflight_level=quick",
-                        "-e", f"preflight_report_dir={reports}", timeout=600)
+                        "-e", f"preflight_report_dir={reports}", timeout=600, serial=None)
     output = output_of(proc)
     assert proc.returncode != 0
     assert play_starts(output, "Probe every node") == 3
@@ -208,7 +208,7 @@ def test_serial_in_inventory_group_vars_is_not_seen_by_play_keywords(ssh_fleet, 
     ansible-runner's env/extravars) set the batch size. Pinned here because README says so."""
     doc = fleet_doc(ssh_fleet, tmp_path / "hosts.yml", ["node1", "node2", "node3"])
     doc["all"]["vars"]["preflight_serial"] = 3
-    proc = run_playbook("playbooks/rollback.yml", write(doc, tmp_path / "hosts.yml"), timeout=600)
+    proc = run_playbook("playbooks/rollback.yml", write(doc, tmp_path / "hosts.yml"), timeout=600, serial=None)
     assert proc.returncode == 0, output_of(proc)[-4000:]
     assert play_starts(output_of(proc), "Roll back Preflight's tuning") == 3
 

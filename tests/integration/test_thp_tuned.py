@@ -76,6 +76,9 @@ def tuned_daemon(restore_kernel_tunables, tmp_path):
                                            "[vm]\ntransparent_hugepages=always\n")
     ACTIVE.write_text(BEFORE + "\n")
     MODE.write_text("manual\n")
+    # Knobs the test's profile leaves alone, at values unlike what the test asks for: tuned must give these back.
+    (THP / "defrag").write_text("defer")
+    (THP / "khugepaged" / "defrag").write_text("0")
     pid = None
     try:
         subprocess.run(["tuned", "--daemon", "--no-dbus", "--log", str(log)], check=True, timeout=30)
@@ -129,9 +132,16 @@ def merged_profile() -> dict:
     return json.loads(proc.stdout)
 
 
+def live() -> dict:
+    return {"enabled": selected(THP / "enabled"), "defrag": selected(THP / "defrag"),
+            "khugepaged_defrag": (THP / "khugepaged" / "defrag").read_text().strip()}
+
+
 def test_where_tuned_is_active_thp_persists_in_a_profile_on_top_of_it_and_rollback_gives_tuned_back(
         play, tmp_path, tuned_daemon):
     wanted = {"thp_persist": ["auto"], "thp_enabled": "madvise", "thp_defrag": "never", "thp_khugepaged_defrag": 1}
+    before = live()
+    assert before == {"enabled": "always", "defrag": "defer", "khugepaged_defrag": "0"}
 
     proc, changed, failed = play(APPLY, "--check", "--diff", **wanted)
     assert (proc.returncode, failed) == (0, 0), proc.stdout + proc.stderr
@@ -165,4 +175,10 @@ def test_where_tuned_is_active_thp_persists_in_a_profile_on_top_of_it_and_rollba
     assert (proc.returncode, failed) == (0, 0), proc.stdout + proc.stderr
     assert (ACTIVE.read_bytes(), MODE.read_bytes()) == (tuned_daemon["active"], tuned_daemon["mode"])
     assert not OURS_DIR.exists() and not (tmp_path / "thp-state" / "state.json").exists()
-    assert selected(THP / "enabled") == "always"  # the value tuned's own profile had set, recorded and restored
+    assert live() == before  # rollback waited for the daemon to unapply Preflight's profile
+    # tuned writes back, when it unapplies a profile, the values it kept when it applied it; the role let the
+    # daemon apply Preflight's profile before its own writes, so those are the node's values, not Preflight's.
+    wait_for(lambda: tuned_daemon["log"].read_text().count(f"static tuning from profile '{BEFORE}' applied") >= 2,
+             "the daemon to apply the restored profile after SIGHUP")
+    time.sleep(1)
+    assert live() == before

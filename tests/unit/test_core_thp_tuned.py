@@ -132,12 +132,12 @@ def test_rollback_restores_tuned_s_files_byte_for_byte_and_removes_a_file_that_w
     kept = {"active_profile": "virtual-guest\n", "profile_mode": None, "written": "[main]\n"}
     tree = node(tmp_path, {"/etc/tuned/active_profile": "preflight\n", "/etc/tuned/profile_mode": "manual\n",
                            "/etc/tuned/preflight/tuned.conf": "[main]\n"})
-    planned = tuned.rollback_plan(tree, kept)
+    planned = tuned.rollback_plan(tree, kept, RECORDED)
     assert planned["files"] == [
         {"path": "/etc/tuned/active_profile", "content": "virtual-guest\n", "absent": False, "changed": True},
         {"path": "/etc/tuned/profile_mode", "content": None, "absent": True, "changed": True}]
     assert planned["remove_profile"] and not planned["reload"]
-    assert tuned.rollback_plan(tree, None)["files"] == []
+    assert tuned.rollback_plan(tree, None, RECORDED)["files"] == []
 
 
 def test_rollback_refuses_naming_the_file_when_it_no_longer_holds_what_preflight_wrote(tmp_path):
@@ -146,11 +146,11 @@ def test_rollback_refuses_naming_the_file_when_it_no_longer_holds_what_preflight
                                    "/etc/tuned/preflight/tuned.conf": "[main]\n[vm]\nx=1\n"})
     with pytest.raises(tuned.TunedError, match=r"^/etc/tuned/preflight/tuned.conf no longer holds what Preflight "
                                                r"wrote \(it was edited since\)"):
-        tuned.rollback_plan(edited, kept)
+        tuned.rollback_plan(edited, kept, RECORDED)
     switched = node(tmp_path / "b", {"/etc/tuned/active_profile": "powersave\n",
                                      "/etc/tuned/preflight/tuned.conf": "[main]\n"})
     with pytest.raises(tuned.TunedError) as err:
-        tuned.rollback_plan(switched, kept)
+        tuned.rollback_plan(switched, kept, RECORDED)
     assert str(err.value).startswith("/etc/tuned/active_profile no longer holds what Preflight wrote "
                                      "('preflight\\n') nor what was there before ('virtual-guest\\n') but "
                                      "'powersave\\n'")
@@ -167,3 +167,43 @@ def test_the_outcome_says_where_the_values_live_and_that_check_mode_wrote_nothin
         "active in /etc/tuned/active_profile (check mode: nothing was written)"}
     failed = tuned.outcome(planned, written, {"rc": 1, "stderr": "no such process"}, False)
     assert failed["state"] == "failed" and failed["detail"].endswith("(rc 1): no such process")
+
+
+# What rollback restores (thp.rollback_plan's settings): the values before Preflight.
+RECORDED = [{"name": "enabled", "path": "/sys/kernel/mm/transparent_hugepage/enabled", "value": "madvise"},
+            {"name": "khugepaged_defrag", "path": "/sys/kernel/mm/transparent_hugepage/khugepaged/defrag",
+             "value": "1"}]
+
+
+def test_a_running_daemon_applies_the_profile_before_preflight_writes_and_unapplies_it_before_the_check(tmp_path):
+    """tuned keeps the value a knob had when it applied a profile and writes it back when it unapplies it: the
+    wait lists make the role let the daemon go first, so what it keeps is the node's own value, not Preflight's."""
+    state = {**tuned.state(node(tmp_path / "n", {"/etc/tuned/active_profile": "virtual-guest\n"})), "pid": 7}
+    planned = tuned.plan(state, None, PLANNED)
+    assert planned["reload"]
+    assert [(w["name"], w["value"]) for w in planned["wait"]] == [(p["name"], p["desired"]) for p in PLANNED]
+    assert tuned.plan({**state, "pid": None}, None, PLANNED)["wait"] == []  # tuned applies it at its start
+
+    kept = {"active_profile": "virtual-guest\n", "profile_mode": None, "written": "[main]\n"}
+    running = node(tmp_path / "r", {"/etc/tuned/active_profile": "preflight\n", "/etc/tuned/profile_mode": "manual\n",
+                                    "/etc/tuned/preflight/tuned.conf": "[main]\n", "/run/tuned/tuned.pid": "4242\n",
+                                    "/proc/4242/cmdline": "/usr/bin/python3\0/usr/sbin/tuned\0"})
+    back = tuned.rollback_plan(running, kept, RECORDED)
+    assert back["pid"] == 4242 and back["reload"]
+    assert [(w["name"], w["value"]) for w in back["wait"]] == [("enabled", "madvise"), ("khugepaged_defrag", "1")]
+    assert tuned.rollback_plan(node(tmp_path / "s", {"/etc/tuned/active_profile": "preflight\n",
+                                                     "/etc/tuned/preflight/tuned.conf": "[main]\n"}),
+                               kept, RECORDED)["wait"] == []  # no daemon: the role's own writes are the last
+
+
+def test_the_wait_pattern_matches_a_tunable_exactly_when_it_holds_the_value():
+    import re
+
+    from tests.moduleutils import module_util
+
+    sysfs = module_util("preflight.core.sysfs")
+    for value, text, holds in [("madvise", "always [madvise] never", True), ("never", "always [madvise] never", False),
+                               ("defer+madvise", "always defer [defer+madvise] madvise never", True),
+                               ("defer", "always defer [defer+madvise] madvise never", False),
+                               ("1", "1\n", True), ("1", "10\n", False), ("0", "1\n", False)]:
+        assert bool(re.search(sysfs.holds_pattern(value), text, re.MULTILINE)) is holds, (value, text)

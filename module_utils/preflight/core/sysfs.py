@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def parse_choices(text: str | None) -> tuple[str | None, list[str]]:
     """A choice file as the kernel prints it: 'always [madvise] never' -> ('madvise', ['always', 'madvise', 'never']).
@@ -25,6 +27,12 @@ def parse_choices(text: str | None) -> tuple[str | None, list[str]]:
 def selected(text: str | None) -> str | None:
     """'always [madvise] never' -> 'madvise'."""
     return parse_choices(text)[0]
+
+
+def holds_pattern(value: str) -> str:
+    """A regular expression (multiline) that matches a tunable's text exactly when it holds ``value``: the marked
+    word of a choice file ('always [madvise] never') or the whole of a plain one ('1')."""
+    return rf"\[{re.escape(value)}\]|^{re.escape(value)}$"
 
 
 def parse_tunable(text: str | None) -> tuple[str | None, list[str]]:

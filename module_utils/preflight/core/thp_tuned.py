@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from . import sysfs
 from .catalog import THP_DIR
 from .tree import Tree
 
@@ -237,7 +238,19 @@ def plan(tuned: dict, recorded: dict | None, planned: list[dict]) -> dict:
         "changed": changed,
         "pid": tuned["pid"],
         "reload": tuned["pid"] is not None and any(changed.values()),
+        "wait": wait_for(planned, "desired") if tuned["pid"] is not None and any(changed.values()) else [],
     }
+
+
+def wait_for(settings: list[dict], key: str) -> list[dict]:
+    """What to wait for after telling the running daemon to reload: each knob holding its ``key`` value (path,
+    name, value and the pattern of sysfs.holds_pattern).
+
+    tuned keeps the value each knob had when it applies a profile and writes it back when it unapplies the
+    profile (its sysfs and vm plugins). So the daemon must apply Preflight's profile before any live write of
+    Preflight's, and rollback must let it unapply the profile before checking the values it restores."""
+    return [{"name": s["name"], "path": s["path"], "value": s[key], "pattern": sysfs.holds_pattern(s[key])}
+            for s in settings]
 
 
 def record(kept: dict | None, tuned: dict, planned_tuned: dict, now: str) -> dict:
@@ -268,12 +281,14 @@ def _restore(path: str, now: str | None, ours: str, before: str | None) -> dict:
     )
 
 
-def rollback_plan(tree: Tree, kept: dict | None) -> dict:
+def rollback_plan(tree: Tree, kept: dict | None, settings: list[dict]) -> dict:
     """What rollback does for the tuned method (nothing when nothing was recorded): the files to restore byte
-    for byte, the profile to remove, whether to tell the running daemon. TunedError, naming the file, when a
-    file no longer holds what Preflight wrote: then nothing is changed and the record is kept."""
+    for byte, the profile to remove, whether to tell the running daemon, and then the recorded ``settings``
+    (name, path, value) to wait for. TunedError, naming the file, when a file no longer holds what Preflight
+    wrote: then nothing is changed and the record is kept."""
     if not kept:
-        return {"files": [], "profile_dir": PROFILE_DIR, "remove_profile": False, "pid": None, "reload": False}
+        return {"files": [], "profile_dir": PROFILE_DIR, "remove_profile": False, "pid": None, "reload": False,
+                "wait": []}
     profile = read_exact(tree, PROFILE_FILE)
     if profile is not None and profile != kept["written"]:
         raise TunedError(
@@ -290,7 +305,8 @@ def rollback_plan(tree: Tree, kept: dict | None) -> dict:
         "profile_dir": PROFILE_DIR,
         "remove_profile": profile is not None,
         "pid": pid,
-        "reload": pid is not None and any(entry["changed"] for entry in files),
+        "reload": (reload := pid is not None and any(entry["changed"] for entry in files)),
+        "wait": wait_for(settings, "value") if reload else [],
     }
 
 

@@ -155,7 +155,8 @@ persist:
 tuned_plan:
   description:
     - With C(tuned) in RV(persist), what the tuned method writes - C(profile_dir), C(profile_file), C(content),
-      C(includes), C(active_profile) and C(profile_mode) (C(path), C(content)), C(changed), C(pid), C(reload).
+      C(includes), C(active_profile) and C(profile_mode) (C(path), C(content)), C(changed), C(pid), C(reload),
+      C(wait) (after a reload, each knob the daemon must have set - C(name), C(path), C(value), C(pattern)).
   returned: always (null unless the tuned method is used and the variables are valid)
   type: dict
 errors:
@@ -180,7 +181,8 @@ rollback:
       C(content), C(changed), C(regenerate); null without a recorded GRUB edit),
       C(restore_cmdline) and C(remove_record) (whether the record can be removed afterwards), C(tuned) (what
       to do for a recorded tuned profile, nothing without one - C(files) to put back byte for byte, each
-      C(path), C(content), C(absent), C(changed); C(profile_dir), C(remove_profile), C(pid), C(reload)).
+      C(path), C(content), C(absent), C(changed); C(profile_dir), C(remove_profile), C(pid), C(reload),
+      C(wait), the recorded values the daemon puts back when it unapplies Preflight's profile).
   returned: when O(rollback) is true
   type: dict
 """
@@ -282,7 +284,8 @@ def run_module() -> None:
                              f"is kept: {boot['error']}", **result)
         result["rollback"] = thp.rollback_plan(recorded, boot)
         try:
-            result["rollback"]["tuned"] = thp_tuned.rollback_plan(tree, recorded.get("tuned"))
+            result["rollback"]["tuned"] = thp_tuned.rollback_plan(tree, recorded.get("tuned"),
+                                                                  result["rollback"]["settings"])
         except thp_tuned.TunedError as err:
             module.fail_json(msg=f"THP rollback stopped before changing anything, the record {params['state_file']} "
                              f"is kept: {err}", **result)
