@@ -40,6 +40,27 @@ def restore_kernel_tunables():
             path.write_text(value)
 
 
+# Preflight's THP unit (roles/thp) and its enable link, as the THP tests find and leave them.
+THP_UNIT = Path("/etc/systemd/system/preflight-thp.service")
+THP_UNIT_LINK = Path("/etc/systemd/system/sysinit.target.wants/preflight-thp.service")
+
+
+@pytest.fixture
+def clean_thp(restore_kernel_tunables):
+    """Each test starts without Preflight's unit; THP values and the unit are put back as they were after it."""
+    saved_unit = THP_UNIT.read_bytes() if THP_UNIT.exists() else None
+    had_link = THP_UNIT_LINK.is_symlink()
+    THP_UNIT_LINK.unlink(missing_ok=True)
+    THP_UNIT.unlink(missing_ok=True)
+    yield restore_kernel_tunables
+    THP_UNIT_LINK.unlink(missing_ok=True)
+    THP_UNIT.unlink(missing_ok=True)
+    if saved_unit is not None:
+        THP_UNIT.write_bytes(saved_unit)
+    if had_link:
+        THP_UNIT_LINK.symlink_to(THP_UNIT)
+
+
 @pytest.fixture(scope="session")
 def ssh_fleet(tmp_path_factory):
     """Three live sshd hosts on 127.0.0.2-4 and one address where nothing listens."""

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import THP_UNIT as UNIT
 from tests.sshfleet import REPO, ansible_env, run_playbook
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
 KNOB_64K, KNOB_2M = THP / "hugepages-64kB" / "enabled", THP / "hugepages-2048kB" / "enabled"
-UNIT = Path("/etc/systemd/system/preflight-thp.service")
-UNIT_LINK = Path("/etc/systemd/system/sysinit.target.wants/preflight-thp.service")
 APPLY, ROLLBACK = "roles/thp/tests/apply.yml", "playbooks/rollback.yml"
 RECAP = re.compile(r"^node1\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", re.M)
 
@@ -37,24 +36,16 @@ def size_knobs() -> dict[Path, str]:
 
 
 @pytest.fixture
-def per_size_guard(restore_kernel_tunables):
-    """Per-size knobs and Preflight's unit as they were before the test, put back after it in any case (the
-    global THP values are restore_kernel_tunables')."""
+def per_size_guard(clean_thp):
+    """Per-size knobs as they were before the test, put back after it in any case (the global THP values and
+    Preflight's unit are clean_thp's: the test starts without the unit, and it is put back as it was)."""
     before = size_knobs()
-    unit = UNIT.read_bytes() if UNIT.exists() else None
-    had_link = UNIT_LINK.is_symlink()
     try:
         yield before
     finally:
         for knob, value in before.items():
             if selected(knob) != value:
                 knob.write_text(value)
-        UNIT_LINK.unlink(missing_ok=True)
-        UNIT.unlink(missing_ok=True)
-        if unit is not None:
-            UNIT.write_bytes(unit)
-        if had_link:
-            UNIT_LINK.symlink_to(UNIT)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import THP_UNIT as UNIT
+from tests.conftest import THP_UNIT_LINK as UNIT_LINK
 from tests.integration.test_thp_sizes import node1_playbook, thp_result
 
 TUNED_DIR = Path("/etc/tuned")
@@ -32,8 +34,6 @@ BEFORE = "preflight-test-before"
 BEFORE_DIR, OURS_DIR = TUNED_DIR / BEFORE, TUNED_DIR / "preflight"
 PID_FILE = Path("/run/tuned/tuned.pid")
 THP = Path("/sys/kernel/mm/transparent_hugepage")
-UNIT = Path("/etc/systemd/system/preflight-thp.service")
-UNIT_LINK = Path("/etc/systemd/system/sysinit.target.wants/preflight-thp.service")
 APPLY, ROLLBACK = "roles/thp/tests/apply.yml", "playbooks/rollback.yml"
 # tuned's own profile loader (Debian's python3-tuned, outside the project's virtualenv): the merged profile.
 MERGED = (
