@@ -207,3 +207,19 @@ def test_the_wait_pattern_matches_a_tunable_exactly_when_it_holds_the_value():
                                ("defer", "always defer [defer+madvise] madvise never", False),
                                ("1", "1\n", True), ("1", "10\n", False), ("0", "1\n", False)]:
         assert bool(re.search(sysfs.holds_pattern(value), text, re.MULTILINE)) is holds, (value, text)
+
+
+def test_where_the_kernel_command_line_sets_thp_tuned_leaves_enabled_alone_and_nobody_waits_for_it(tmp_path):
+    """tuned's vm plugin ignores its transparent_hugepages= when the running kernel got transparent_hugepage=: the
+    role writes `enabled` itself, so the daemon is waited for only on the knobs it sets."""
+    files = {"/etc/tuned/active_profile": "virtual-guest\n",
+             "/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 transparent_hugepage=madvise quiet\n"}
+    state = {**tuned.state(node(tmp_path / "n", files)), "pid": 7}
+    assert state["cmdline_sets_thp"]
+    assert [w["name"] for w in tuned.plan(state, None, PLANNED)["wait"]] == [p["name"] for p in PLANNED[1:]]
+
+    kept = {"active_profile": "virtual-guest\n", "profile_mode": None, "written": "[main]\n"}
+    running = node(tmp_path / "r", {"/etc/tuned/active_profile": "preflight\n",
+                                    "/etc/tuned/preflight/tuned.conf": "[main]\n", "/run/tuned/tuned.pid": "4242\n",
+                                    "/proc/4242/cmdline": "/usr/sbin/tuned\0", "/proc/cmdline": files["/proc/cmdline"]})
+    assert [w["name"] for w in tuned.rollback_plan(running, kept, RECORDED)["wait"]] == ["khugepaged_defrag"]

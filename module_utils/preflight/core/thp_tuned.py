@@ -16,6 +16,7 @@ import re
 
 from . import sysfs
 from .catalog import THP_DIR
+from .cmdline import cmdline_facts
 from .tree import Tree
 
 PROFILE_NAME = "preflight"
@@ -92,6 +93,7 @@ def state(tree: Tree) -> dict:
         "profile_mode": read_exact(tree, PROFILE_MODE),
         "names": names,
         "profile": read_exact(tree, PROFILE_FILE),
+        "cmdline_sets_thp": cmdline_facts(tree.read("/proc/cmdline"))[0]["transparent_hugepage"] is not None,
     }
 
 
@@ -238,8 +240,15 @@ def plan(tuned: dict, recorded: dict | None, planned: list[dict]) -> dict:
         "changed": changed,
         "pid": tuned["pid"],
         "reload": tuned["pid"] is not None and any(changed.values()),
-        "wait": wait_for(planned, "desired") if tuned["pid"] is not None and any(changed.values()) else [],
+        "wait": wait_for(tuned_sets(planned, tuned), "desired") if tuned["pid"] is not None and any(changed.values())
+        else [],
     }
+
+
+def tuned_sets(settings: list[dict], tuned: dict) -> list[dict]:
+    """The knobs of ``settings`` that tuned writes: all but `enabled` where the running kernel's command line
+    sets transparent_hugepage= (tuned's vm plugin then leaves it to the kernel; the role writes it)."""
+    return [s for s in settings if not (tuned["cmdline_sets_thp"] and s["path"] == f"{THP_DIR}/enabled")]
 
 
 def wait_for(settings: list[dict], key: str) -> list[dict]:
@@ -306,7 +315,7 @@ def rollback_plan(tree: Tree, kept: dict | None, settings: list[dict]) -> dict:
         "remove_profile": profile is not None,
         "pid": pid,
         "reload": (reload := pid is not None and any(entry["changed"] for entry in files)),
-        "wait": wait_for(settings, "value") if reload else [],
+        "wait": wait_for(tuned_sets(settings, state(tree)), "value") if reload else [],
     }
 
 

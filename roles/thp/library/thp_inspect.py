@@ -144,7 +144,8 @@ tuned:
     - What tuned does here (C(module_utils/preflight/core/thp_tuned.py)) - C(installed), C(pid) (the running
       daemon's, or null), C(enabled) (at boot), C(active) (it runs or is enabled, with a profile), C(reason),
       C(active_profile) and C(profile_mode) (the files' text, null when absent), C(names), C(profile)
-      (Preflight's profile's text, or null).
+      (Preflight's profile's text, or null), C(cmdline_sets_thp) (the running kernel got transparent_hugepage=,
+      so tuned leaves C(enabled) alone).
   returned: always
   type: dict
 persist:
