@@ -64,6 +64,11 @@ def daemon_pid(tree: Tree) -> int | None:
     return int(text) if "tuned" in command else None
 
 
+def cmdline_sets_thp(tree: Tree) -> bool:
+    """Whether the running kernel got transparent_hugepage= (tuned's vm plugin then leaves `enabled` alone)."""
+    return cmdline_facts(tree.read("/proc/cmdline"))[0]["transparent_hugepage"] is not None
+
+
 def state(tree: Tree) -> dict:
     """What tuned does on this node: installed, running (pid), enabled at boot, the active profile and mode as
     they are on disk, Preflight's profile, and whether tuned is active (it runs now or is enabled at boot, and
@@ -93,7 +98,7 @@ def state(tree: Tree) -> dict:
         "profile_mode": read_exact(tree, PROFILE_MODE),
         "names": names,
         "profile": read_exact(tree, PROFILE_FILE),
-        "cmdline_sets_thp": cmdline_facts(tree.read("/proc/cmdline"))[0]["transparent_hugepage"] is not None,
+        "cmdline_sets_thp": cmdline_sets_thp(tree),
     }
 
 
@@ -230,6 +235,7 @@ def plan(tuned: dict, recorded: dict | None, planned: list[dict]) -> dict:
         "active_profile": tuned["active_profile"] != ACTIVE_CONTENT,
         "profile_mode": tuned["profile_mode"] != MODE_CONTENT,
     }
+    reload = tuned["pid"] is not None and any(changed.values())
     return {
         "profile_dir": PROFILE_DIR,
         "profile_file": PROFILE_FILE,
@@ -239,16 +245,15 @@ def plan(tuned: dict, recorded: dict | None, planned: list[dict]) -> dict:
         "profile_mode": {"path": PROFILE_MODE, "content": MODE_CONTENT},
         "changed": changed,
         "pid": tuned["pid"],
-        "reload": tuned["pid"] is not None and any(changed.values()),
-        "wait": wait_for(tuned_sets(planned, tuned), "desired") if tuned["pid"] is not None and any(changed.values())
-        else [],
+        "reload": reload,
+        "wait": wait_for(tuned_sets(planned, tuned["cmdline_sets_thp"]), "desired") if reload else [],
     }
 
 
-def tuned_sets(settings: list[dict], tuned: dict) -> list[dict]:
+def tuned_sets(settings: list[dict], cmdline_thp: bool) -> list[dict]:
     """The knobs of ``settings`` that tuned writes: all but `enabled` where the running kernel's command line
     sets transparent_hugepage= (tuned's vm plugin then leaves it to the kernel; the role writes it)."""
-    return [s for s in settings if not (tuned["cmdline_sets_thp"] and s["path"] == f"{THP_DIR}/enabled")]
+    return [s for s in settings if not (cmdline_thp and s["path"] == f"{THP_DIR}/enabled")]
 
 
 def wait_for(settings: list[dict], key: str) -> list[dict]:
@@ -315,7 +320,7 @@ def rollback_plan(tree: Tree, kept: dict | None, settings: list[dict]) -> dict:
         "remove_profile": profile is not None,
         "pid": pid,
         "reload": (reload := pid is not None and any(entry["changed"] for entry in files)),
-        "wait": wait_for(tuned_sets(settings, state(tree)), "value") if reload else [],
+        "wait": wait_for(tuned_sets(settings, cmdline_sets_thp(tree)), "value") if reload else [],
     }
 
 
