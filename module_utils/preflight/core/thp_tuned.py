@@ -246,25 +246,20 @@ def plan(tuned: dict, recorded: dict | None, planned: list[dict]) -> dict:
         "changed": changed,
         "pid": tuned["pid"],
         "reload": reload,
-        "wait": wait_for(tuned_sets(planned, tuned["cmdline_sets_thp"]), "desired") if reload else [],
+        "wait": wait_for(planned, "desired", tuned["cmdline_sets_thp"]) if reload else [],
     }
 
 
-def tuned_sets(settings: list[dict], cmdline_thp: bool) -> list[dict]:
-    """The knobs of ``settings`` that tuned writes: all but `enabled` where the running kernel's command line
-    sets transparent_hugepage= (tuned's vm plugin then leaves it to the kernel; the role writes it)."""
-    return [s for s in settings if not (cmdline_thp and s["path"] == f"{THP_DIR}/enabled")]
-
-
-def wait_for(settings: list[dict], key: str) -> list[dict]:
-    """What to wait for after telling the running daemon to reload: each knob holding its ``key`` value (path,
-    name, value and the pattern of sysfs.holds_pattern).
+def wait_for(settings: list[dict], key: str, cmdline_thp: bool) -> list[dict]:
+    """What to wait for after telling the running daemon to reload: each knob tuned writes holding its ``key``
+    value (path, name, value and the pattern of sysfs.holds_pattern). All knobs but `enabled` where the running
+    kernel's command line sets transparent_hugepage= (``cmdline_thp``): tuned's vm plugin then leaves it alone.
 
     tuned keeps the value each knob had when it applies a profile and writes it back when it unapplies the
     profile (its sysfs and vm plugins). So the daemon must apply Preflight's profile before any live write of
     Preflight's, and rollback must let it unapply the profile before checking the values it restores."""
     return [{"name": s["name"], "path": s["path"], "value": s[key], "pattern": sysfs.holds_pattern(s[key])}
-            for s in settings]
+            for s in settings if not (cmdline_thp and s["path"] == f"{THP_DIR}/enabled")]
 
 
 def record(kept: dict | None, tuned: dict, planned_tuned: dict, now: str) -> dict:
@@ -320,7 +315,7 @@ def rollback_plan(tree: Tree, kept: dict | None, settings: list[dict]) -> dict:
         "remove_profile": profile is not None,
         "pid": pid,
         "reload": (reload := pid is not None and any(entry["changed"] for entry in files)),
-        "wait": wait_for(tuned_sets(settings, cmdline_sets_thp(tree)), "value") if reload else [],
+        "wait": wait_for(settings, "value", cmdline_sets_thp(tree)) if reload else [],
     }
 
 
