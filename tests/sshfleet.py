@@ -89,6 +89,7 @@ class SshFleet:
                         f"Subsystem sftp {_sftp_server()}",
                         # The controller's Python environment, so modules run where the test installed deps.
                         "AcceptEnv LANG LC_*",
+                        "SetEnv SHLVL=1",
                         # The unprivileged operator login (operator_user()): sshd reads authorized keys as
                         # that user, who cannot read the test's workdir, so its key sits in its own home.
                         f"Match User {OPERATOR_USER}",
