@@ -89,6 +89,10 @@ class SshFleet:
                         f"Subsystem sftp {_sftp_server()}",
                         # The controller's Python environment, so modules run where the test installed deps.
                         "AcceptEnv LANG LC_*",
+                        # Debian's bash runs ~/.bashrc for every command sshd starts, unless it is a nested
+                        # shell. This VM's root .bashrc runs `pyenv init` with no early return for
+                        # non-interactive shells (a stock one has it): 130 ms CPU per task, a third of a
+                        # module's cost. SHLVL=1 makes the test hosts behave like a node with a stock .bashrc.
                         "SetEnv SHLVL=1",
                         # The unprivileged operator login (operator_user()): sshd reads authorized keys as
                         # that user, who cannot read the test's workdir, so its key sits in its own home.
