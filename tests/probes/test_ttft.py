@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -452,10 +453,14 @@ def test_ttft_in_tokens_with_the_peer_on_the_session_server(vllm_server):
     assert p["ran"] is True, p["text"]
     (rnd,) = p["rounds"]
     assert rnd["peer"]["error"] is None and rnd["peer"]["completed"] == 10
-    # bench serve's random dataset decodes random token ids and encodes the text again: a merge at the seam can
-    # make a prompt one token longer or shorter than asked (seen: 65), which is the peer's own sizing.
-    assert all(abs(n - 64) <= 1 for n in rnd["peer"]["input_lens"]) and len(rnd["peer"]["ttft_ms"]) == 10
-    assert rnd["peer_server"]["prompt_tokens_per_request"] == 64.0  # the peer's prompts are the same size
+    # bench serve's random dataset decodes random token ids and encodes the text again, retrying 10 times to hit
+    # the asked length, then keeps what it has: a merge at a seam can leave a prompt a few tokens off (seen: 65,
+    # and once a failing run here past +-1). That slack is the peer's own sizing: most prompts are exact.
+    lens = rnd["peer"]["input_lens"]
+    assert len(lens) == 10 and statistics.median(lens) == 64 and all(abs(n - 64) <= 8 for n in lens), lens
+    assert len(rnd["peer"]["ttft_ms"]) == 10
+    # The peer's prompts are the same size at the server too (its window also holds its ready check).
+    assert rnd["peer_server"]["prompt_tokens_per_request"] == pytest.approx(64, abs=2)
     assert rnd["probe_prompt_tokens"] == [64] * 10 and rnd["probe_server"]["prefix_cache_hit_tokens"] == 0
     assert p["diff_ms"] == pytest.approx(rnd["probe_mean_ms"] - rnd["peer"]["mean_ttft_ms"])
     assert p["goal_met"] in (True, False)
