@@ -3,8 +3,6 @@ directly, without Ansible (the role's tasks used to decide this in Jinja)."""
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
 from tests.moduleutils import module_util
@@ -39,8 +37,7 @@ def run(**overrides) -> dict:
         "package_changed": False,
         "preload_check": {"stdout": MAPS_WITH_LIB, "stderr": ""},
         "system_check": {"skipped": True},
-        "units": [],
-        "service_maps": [],
+        "services_read": {},
         "restart_units": [UNIT],
         "enabled": True,
         "check_mode": False,
@@ -54,11 +51,7 @@ def run(**overrides) -> dict:
 
 def with_systemd(maps: str | None, stdout: str = "LoadState=loaded\nActiveState=active\nMainPID=4242") -> dict:
     plan = run()["plan"] | {"systemd_running": True}
-    show = {"item": SERVICE, "stdout": stdout}
-    slurp = {"item": show}
-    if maps is not None:
-        slurp["content"] = base64.b64encode(maps.encode()).decode()
-    return run(plan=plan, units=[show], service_maps=[slurp])
+    return run(plan=plan, services_read={UNIT: {"show": stdout, "maps": maps}})
 
 
 @pytest.mark.parametrize(
@@ -234,3 +227,25 @@ def test_a_preload_file_other_than_the_loaders_is_not_checked():
     assert result["verify_detail"].endswith(
         "; /tmp/preload is not /etc/ld.so.preload (the file the loader reads), so no process was started to check it"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "plan", "wanted"),
+    [
+        ({}, {}, {"preload": True, "system": False, "services": False}),
+        ({}, {"systemd_running": True}, {"preload": True, "system": False, "services": True}),
+        ({"scope": "system"}, {}, {"preload": True, "system": True, "services": False}),
+        ({"scope": "system", "check_mode": True}, {}, {"preload": True, "system": False, "services": False}),
+        # a preload file other than the loader's is not what a new process reads
+        ({"scope": "system"}, {"ld_so_preload": {"path": "/tmp/preload"}}, {"preload": True, "system": False,
+                                                                           "services": False}),
+        # nothing to load: no library known (check mode before the package is installed), or jemalloc disabled
+        ({"scope": "system"}, {"package": {"installed": False, "library_path": None}},
+         {"preload": False, "system": False, "services": False}),
+        ({"enabled": False}, {"systemd_running": True}, {"preload": False, "system": False, "services": False}),
+    ],
+)
+def test_reads_are_the_read_backs_verification_needs(overrides, plan, wanted):
+    the_run = run(**overrides)
+    the_run["plan"] = the_run["plan"] | plan
+    assert jv.reads(the_run) == wanted

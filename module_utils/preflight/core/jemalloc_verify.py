@@ -2,21 +2,22 @@
 each running service maps it, what /etc/ld.so.preload does; and the settings rows, persistence states and
 verify_detail of the result the report reads (preflight_role_results.jemalloc).
 
-Pure functions of what the role's tasks registered, called by roles/jemalloc/library/jemalloc_verify.py.
-`run` below is the role's request and what its tasks registered:
+Pure functions, called by roles/jemalloc/library/jemalloc_verify.py, which makes the reads `reads` asks for.
+`run` below is the role's request, what its tasks registered and what was read:
   enabled, check_mode, package, malloc_conf, scope, restart_services  the role's variables
   plan             jemalloc_inspect's result the role wired from (package, services, ld_so_preload, ...)
   installed_before whether the package was installed before the role ran
   package_changed  whether the package task installed it (or would, in check mode)
-  preload_check    `cat /proc/self/maps` started with the drop-in's LD_PRELOAD and MALLOC_CONF (or skipped)
+  preload_check    `cat /proc/self/maps` started with the drop-in's LD_PRELOAD and MALLOC_CONF: stdout, stderr
+                   ({"skipped": True} when not read)
   system_check     `cat /proc/self/maps` started with no environment, for ld.so.preload (or skipped)
-  units            `systemctl show` results per service; service_maps: slurp of each main process's maps
+  services_read    per unit, `show`: what `systemctl show` said (LoadState, ActiveState, MainPID) and `maps`:
+                   its main process's /proc/PID/maps (None when it has no main process)
   restart_units    the units whose drop-in changed
 """
 
 from __future__ import annotations
 
-import base64
 import re
 
 LOADER_PRELOAD = "/etc/ld.so.preload"
@@ -31,13 +32,24 @@ def _maps(paths: list[str], text: str) -> bool:
     return any(path in text for path in paths)
 
 
-def _main_pid(show: dict) -> str:
-    match = re.search(r"MainPID=(\d+)", show.get("stdout") or "")
+def main_pid(show: str) -> str:
+    """The MainPID systemctl show gives ("0" for none)."""
+    match = re.search(r"MainPID=(\d+)", show or "")
     return match.group(1) if match else "0"
 
 
-def _first(results: list[dict], unit: str, key) -> dict:
-    return next((r for r in results if key(r) == unit), {})
+def reads(run: dict) -> dict:
+    """Which read-backs verification makes on the node: the preload check wherever the library is known, the
+    ld.so.preload check for scope system on the loader's own file (not in check mode: nothing was written), and
+    each service through systemd where it runs."""
+    plan = run["plan"]
+    loads = bool(run["enabled"]) and plan["package"]["library_path"] is not None
+    return {
+        "preload": loads,
+        "system": loads and run["scope"] == "system" and plan["ld_so_preload"]["path"] == LOADER_PRELOAD
+        and not run["check_mode"],
+        "services": bool(run["enabled"]) and plan["systemd_running"],
+    }
 
 
 def preload_verdict(run: dict) -> tuple[bool, str]:
@@ -74,8 +86,8 @@ def system_verdict(run: dict) -> bool | None:
 def service_verdict(run: dict, service: dict) -> tuple[bool | None, str]:
     """Whether the service's main process maps the library; None when that could not be checked, and why."""
     unit = service["unit"]
-    show = _first(run["units"], unit, lambda r: (r.get("item") or {}).get("unit"))
-    maps = _first(run["service_maps"], unit, lambda r: ((r.get("item") or {}).get("item") or {}).get("unit"))
+    read = run["services_read"].get(unit) or {}
+    show, maps = read.get("show") or "", read.get("maps")
     paths = library_paths(run["plan"]["package"])
     if not run["enabled"]:
         return None, "jemalloc_enabled is false: drop-in removed"
@@ -83,12 +95,12 @@ def service_verdict(run: dict, service: dict) -> tuple[bool | None, str]:
         return None, "check mode: nothing was applied, so nothing was verified"
     if not run["plan"]["systemd_running"]:
         return None, "verification skipped: systemd is not running"
-    if "LoadState=not-found" in (show.get("stdout") or ""):
+    if "LoadState=not-found" in show:
         return None, f"{unit} is not installed: the drop-in is in place for when it is"
-    if "content" not in maps:
+    if maps is None:
         return None, f"{unit} is not running: the drop-in applies at its next start"
-    pid = _main_pid(maps["item"])
-    if _maps(paths, base64.b64decode(maps["content"]).decode("utf-8", "replace")):
+    pid = main_pid(show)
+    if _maps(paths, maps):
         return True, f"main process {pid} maps {paths[-1]}"
     hint = "" if run["restart_services"] else ": restart it (jemalloc_restart_services is false)"
     return False, f"main process {pid} does not map {paths[-1]}{hint}"

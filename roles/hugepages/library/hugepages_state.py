@@ -14,6 +14,8 @@ description:
   - Returns the plan the role executes with ordinary modules (kernel files, persistence files, mounts),
     the conflicts with other tuners, the snapshot to record for rollback, and, after the change,
     the shortfall (asked, got, why) when the kernel kept fewer pages than asked.
+  - Given O(verify) (after the change), it also decides what this read proves against the plan made before
+    (C(module_utils/preflight/core/hugepages_verify.py)) and returns RV(result) and RV(problems).
 version_added: "0.1.0"
 author: Preflight
 options:
@@ -63,6 +65,12 @@ options:
       for a role default), so that O(state_dir) is checked to be a directory of its own.
     type: dict
     default: {}
+  verify:
+    description:
+      - After the change, C(plan) (this module's RV(plan) before it), C(task_results) (the loop results of the
+        tasks that wrote, linked or removed persistence files) and C(pool_results) (sysfs_tunable's results for
+        the pool files). In check mode nothing was applied, so the read is not held against the plan.
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -112,6 +120,16 @@ host:
   description: What was read (MemTotal, default size, sizes, pools, nodes, mounts, bootloader, systemd_running).
   returned: always
   type: dict
+result:
+  description: The role's result for the report (C(preflight_role_results.hugepages)) - settings rows,
+    persistence states, verified, verify_detail, shortfall, pool.
+  returned: when O(verify) is given
+  type: dict
+problems:
+  description: What the host does not hold that was applied, one sentence each; verification fails on any.
+  returned: when O(verify) is given
+  type: list
+  elements: str
 """
 
 import json  # noqa: E402
@@ -123,6 +141,7 @@ from ansible.module_utils.preflight.core.hugepages import Host, validate  # noqa
 from ansible.module_utils.preflight.core.hugepages_plan import backups, plan, shortfall, snapshot  # noqa: E402
 from ansible.module_utils.preflight.core.hugepages_read import read_host  # noqa: E402
 from ansible.module_utils.preflight.core.hugepages_undo import migrate  # noqa: E402
+from ansible.module_utils.preflight.core.hugepages_verify import role_result  # noqa: E402
 from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
 from ansible.module_utils.preflight.core.undo import RecordError  # noqa: E402
 
@@ -164,10 +183,23 @@ def run_module() -> None:
             "grub_default": {"type": "path", "default": "/etc/default/grub"},
             "state_dir": {"type": "raw", "required": True},
             "state_dirs": {"type": "dict", "default": {}},
+            "verify": {"type": "dict"},
         },
         supports_check_mode=True,
     )
     p = module.params
+    result = read_and_plan(module, p)
+    verify = p["verify"]
+    if verify is not None:
+        role, problems = role_result(verify["plan"], {} if module.check_mode else result,
+                                     verify.get("task_results") or [], verify.get("pool_results") or [], p["size"],
+                                     p["fstab"], module.check_mode)
+        result.update(result=role, problems=problems)
+    module.exit_json(**result)
+
+
+def read_and_plan(module: AnsibleModule, p: dict) -> dict:
+    """What was read, the errors of the request, and (when it is valid) the plan, snapshot and shortfall."""
     paths = {
         "fstab": p["fstab"],
         "sysctl_file": p["sysctl_file"],
@@ -191,17 +223,17 @@ def run_module() -> None:
     if params["mounts"] is None:
         params["mounts"] = []
     if not isinstance(params["mounts"], list):
-        module.exit_json(changed=False, errors=[f"hugepages_mounts={params['mounts']!r} must be a list of maps"])
+        return {"changed": False, "errors": [f"hugepages_mounts={params['mounts']!r} must be a list of maps"]}
     host = read_host(Tree("/"), params, paths)
     errors = validate(params, host)
     result = {"changed": False, "errors": errors, "host": host_summary(host)}
     if errors:
-        module.exit_json(**result)
+        return result
 
     try:
         planned = plan(params, host)
     except GrubError as err:  # a GRUB defaults file core/grub.py cannot read with certainty: refused, nothing written
-        module.exit_json(**{**result, "errors": [f"hugepages_size=1G on the kernel command line: {err}"]})
+        return {**result, "errors": [f"hugepages_size=1G on the kernel command line: {err}"]}
     tree = Tree("/")
     state_file = os.path.join(p["state_dir"], "state.json")
     recorded = None
@@ -223,7 +255,7 @@ def run_module() -> None:
         recorded=recorded is not None,
         shortfall=shortfall(planned, host),
     )
-    module.exit_json(**result)
+    return result
 
 
 def main() -> None:

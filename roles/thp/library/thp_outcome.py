@@ -1,19 +1,20 @@
 #!/usr/bin/python
-"""Ansible module (role-local): the thp role's outcome from what its tasks registered; reads and changes nothing."""
+"""Ansible module (role-local): the thp role's outcome from what its tasks registered and the kernel's values read
+back; changes nothing."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: thp_outcome
-short_description: Describe how THP persisted, whether it verified, or what a THP rollback did
+short_description: Describe how THP persisted and whether it verified, or what a THP rollback did
 description:
   - Takes what the thp role's tasks registered and returns the description the role publishes, computed by
     C(module_utils/preflight/core/thp.py) so that no decision is made in Jinja.
-  - O(what=persistence) gives RV(persistence), RV(reboot_required) and RV(lines);
-    O(what=result) gives RV(result) (C(preflight_role_results.thp)) and RV(problems);
-    O(what=rollback) gives RV(lines).
-  - Reads nothing on the node and never changes anything.
+  - O(what=result) reads the THP settings back from the kernel (C(thp_node.read_settings) and every per-size
+    knob) and gives RV(persistence), RV(reboot_required), RV(lines), RV(result) (C(preflight_role_results.thp))
+    and RV(problems); O(what=rollback) gives RV(lines) and reads nothing.
+  - Never changes anything.
 version_added: "0.1.0"
 author: Preflight
 options:
@@ -21,35 +22,35 @@ options:
     description: Which description to compute.
     type: str
     required: true
-    choices: [persistence, result, rollback]
+    choices: [result, rollback]
   persist:
-    description: thp_persist (O(what=persistence)).
+    description: thp_persist with C(auto) resolved, thp_inspect's RV(thp_inspect#module:persist) (O(what=result)).
     type: list
     elements: str
     default: []
   inspected:
-    description: The registered result of thp_inspect before the change (O(what=persistence), O(what=result)).
+    description: The registered result of thp_inspect before the change (O(what=result)).
     type: dict
     default: {}
   enabled:
-    description: thp_enabled (O(what=persistence)).
+    description: thp_enabled (O(what=result)).
     type: str
     default: ""
   unit:
     description:
-      - O(what=persistence) - C(name), C(path), C(wanted_by) and the registered results C(written), C(link), C(start).
+      - O(what=result) - C(name), C(path), C(wanted_by) and the registered results C(written), C(link), C(start).
       - O(what=rollback) - C(path), C(link_path) and the registered results C(file), C(link) of removing them.
     type: dict
     default: {}
   grub:
     description:
-      - O(what=persistence) - the registered results C(edit) and C(regenerate).
+      - O(what=result) - the registered results C(edit) and C(regenerate).
       - O(what=rollback) - the registered result of restoring the GRUB line.
     type: dict
     default: {}
   tuned:
     description:
-      - O(what=persistence) - the registered results C(profile), C(active_profile), C(profile_mode) of writing
+      - O(what=result) - the registered results C(profile), C(active_profile), C(profile_mode) of writing
         Preflight's tuned profile and making it active, and C(reload) of telling the running daemon.
       - O(what=rollback) - the registered results C(files) (restoring active_profile and profile_mode, a loop)
         and C(profile) (removing Preflight's profile).
@@ -65,14 +66,6 @@ options:
     type: list
     elements: dict
     default: []
-  readback:
-    description: thp_inspect's RV(thp_inspect#module:settings) after applying (O(what=result)).
-    type: dict
-    default: {}
-  outcome:
-    description: This module's O(what=persistence) result (O(what=result)).
-    type: dict
-    default: {}
   rollback:
     description: The registered result of thp_inspect with O(thp_inspect#module:rollback=true) (O(what=rollback)).
     type: dict
@@ -81,6 +74,10 @@ options:
     description: The rollback record's path (O(what=rollback)).
     type: str
     default: ""
+  root:
+    description: Where the node's filesystem is mounted (tests only).
+    type: path
+    default: /
 attributes:
   check_mode:
     support: full
@@ -89,16 +86,18 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: Describe how THP settings persist
+- name: Read the THP settings back and compare them with the wanted ones
   thp_outcome:
-    what: persistence
-    persist: "{{ thp_persist }}"
+    what: result
+    persist: "{{ __thp_inspect.persist }}"
     inspected: "{{ __thp_inspect }}"
     enabled: "{{ thp_enabled | string }}"
+    plan: "{{ __thp_inspect.plan }}"
+    applied: "{{ __thp_apply.results }}"
     unit: {name: preflight-thp.service, path: /etc/systemd/system/preflight-thp.service, wanted_by: sysinit.target,
            written: "{{ __thp_unit }}", link: "{{ __thp_unit_link_result }}", start: "{{ __thp_unit_start }}"}
     grub: {edit: "{{ __thp_grub_edit }}", regenerate: "{{ __thp_grub_regenerate }}"}
-  register: __thp_persist_outcome
+  register: __thp_outcome
 """
 
 RETURN = r"""
@@ -106,16 +105,16 @@ persistence:
   description:
     - Per method in thp_persist (C(auto) resolved), C(method), C(path), C(detail) and C(state)
       (installed, unchanged, unavailable or failed).
-  returned: O(what=persistence)
+  returned: O(what=result)
   type: list
   elements: dict
 reboot_required:
   description: Whether the kernel command line changed and needs a reboot to take effect.
-  returned: O(what=persistence)
+  returned: O(what=result)
   type: bool
 lines:
-  description: What to print for the operator, one line each.
-  returned: O(what=persistence) or O(what=rollback)
+  description: What to print for the operator, one line each (how THP persists, or what the rollback did).
+  returned: always
   type: list
   elements: str
 result:
@@ -130,10 +129,11 @@ problems:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.preflight.core import thp  # noqa: E402
+from ansible.module_utils.preflight.core import thp, thp_node, thp_sizes  # noqa: E402
+from ansible.module_utils.preflight.core.tree import Tree  # noqa: E402
 
 ARGUMENT_SPEC = {
-    "what": {"type": "str", "required": True, "choices": ["persistence", "result", "rollback"]},
+    "what": {"type": "str", "required": True, "choices": ["result", "rollback"]},
     "persist": {"type": "list", "elements": "str", "default": []},
     "inspected": {"type": "dict", "default": {}},
     "enabled": {"type": "str", "default": ""},
@@ -142,23 +142,28 @@ ARGUMENT_SPEC = {
     "tuned": {"type": "dict", "default": {}},
     "plan": {"type": "list", "elements": "dict", "default": []},
     "applied": {"type": "list", "elements": "dict", "default": []},
-    "readback": {"type": "dict", "default": {}},
-    "outcome": {"type": "dict", "default": {}},
     "rollback": {"type": "dict", "default": {}},
     "state_file": {"type": "str", "default": ""},
+    "root": {"type": "path", "default": "/"},
 }
+
+
+def readback(tree: Tree) -> dict:
+    """The THP settings as the kernel reports them now, keyed as thp_inspect's plan names them."""
+    settings = thp_node.read_settings(tree)
+    settings.update(thp_sizes.settings(thp_sizes.read_sizes(tree)))
+    return settings
 
 
 def run_module() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
-    if p["what"] == "persistence":
+    if p["what"] == "result":
         described = thp.persistence(p["persist"], p["inspected"], p["enabled"], p["unit"], p["grub"], module.check_mode,
                                     p["tuned"])
-    elif p["what"] == "result":
-        described = thp.result(p["plan"], p["applied"], p["readback"], p["outcome"], p["inspected"]["conflicts"],
-                               module.check_mode)
-        described = {"result": described, "problems": described["problems"]}
+        result = thp.result(p["plan"], p["applied"], readback(Tree(p["root"])), described,
+                            p["inspected"]["conflicts"], module.check_mode)
+        described.update(result=result, problems=result["problems"])
     else:
         read = p["rollback"]
         boot = read["rollback"]["cmdline"]
