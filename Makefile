@@ -29,18 +29,20 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ansible-lint --profile production -q
 
-# The probes never run inside an Ansible process (importing ansible's module_utils patches sys.intern, which
-# torch's compiler refuses), so their tests have a pytest process of their own. It runs beside the Ansible
-# tests (unit and integration), whose ssh round trips leave the CPUs idle much of the time; its output is
-# printed when both have finished. The probe tests that write the kernel's own tunables (marker `kernel`)
-# run last, alone, since the integration tests tune the same kernel.
-PROBES_LOG := .cache/pytest-probes.log
+# Three pytest processes. The probes never run inside an Ansible process (importing ansible's module_utils
+# patches sys.intern, which torch's compiler refuses), so their tests have a process of their own; the unit
+# tests (no SSH, no kernel writes) follow them in another, and the two run beside the integration tests, whose
+# ssh round trips leave the CPUs idle much of the time and which are the longest part. Their output is printed
+# when all have finished. The probe tests that write the kernel's own tunables (marker `kernel`) run last,
+# alone, since the integration tests tune the same kernel.
+BESIDE_LOG := .cache/pytest-beside.log
 pytest: $(VENV)/.dev
 	@mkdir -p .cache; rc=0; \
-	$(VENV)/bin/pytest -q tests/probes -m "not kernel" $(PYTEST_ARGS) > $(PROBES_LOG) 2>&1 & probes=$$!; \
-	$(VENV)/bin/pytest -q tests --ignore=tests/probes $(PYTEST_ARGS) || rc=1; \
-	wait $$probes || rc=1; \
-	echo "--- tests/probes, run beside the tests above ($(PROBES_LOG)) ---"; cat $(PROBES_LOG); \
+	{ $(VENV)/bin/pytest -q tests/probes -m "not kernel" $(PYTEST_ARGS); probes=$$?; \
+	  $(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS) && exit $$probes; } > $(BESIDE_LOG) 2>&1 & beside=$$!; \
+	$(VENV)/bin/pytest -q tests/integration $(PYTEST_ARGS) || rc=1; \
+	wait $$beside || rc=1; \
+	echo "--- tests/probes, then tests/unit, run beside the tests above ($(BESIDE_LOG)) ---"; cat $(BESIDE_LOG); \
 	$(VENV)/bin/pytest -q tests/probes -m kernel $(PYTEST_ARGS) || rc=1; \
 	exit $$rc
 
