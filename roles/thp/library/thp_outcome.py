@@ -74,10 +74,6 @@ options:
     description: The rollback record's path (O(what=rollback)).
     type: str
     default: ""
-  root:
-    description: Where the node's filesystem is mounted (tests only).
-    type: path
-    default: /
 attributes:
   check_mode:
     support: full
@@ -144,7 +140,6 @@ ARGUMENT_SPEC = {
     "applied": {"type": "list", "elements": "dict", "default": []},
     "rollback": {"type": "dict", "default": {}},
     "state_file": {"type": "str", "default": ""},
-    "root": {"type": "path", "default": "/"},
 }
 
 
@@ -161,7 +156,7 @@ def run_module() -> None:
     if p["what"] == "result":
         described = thp.persistence(p["persist"], p["inspected"], p["enabled"], p["unit"], p["grub"], module.check_mode,
                                     p["tuned"])
-        result = thp.result(p["plan"], p["applied"], readback(Tree(p["root"])), described,
+        result = thp.result(p["plan"], p["applied"], readback(Tree("/")), described,
                             p["inspected"]["conflicts"], module.check_mode)
         described.update(result=result, problems=result["problems"])
     else:
