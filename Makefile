@@ -29,20 +29,25 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ansible-lint --profile production -q
 
-# Three pytest processes. The probes never run inside an Ansible process (importing ansible's module_utils
-# patches sys.intern, which torch's compiler refuses), so their tests have a process of their own; the unit
-# tests (no SSH, no kernel writes) follow them in another, and the two run beside the integration tests, whose
-# ssh round trips leave the CPUs idle much of the time and which are the longest part. Their output is printed
-# when all have finished. The probe tests that write the kernel's own tunables (marker `kernel`) run last,
-# alone, since the integration tests tune the same kernel.
+# Two lanes of pytest processes. The integration tests that tune this machine's kernel or write its system
+# files run one at a time in one lane: every SSH test host is this one machine. Beside them run, one after the
+# other, the probe tests (their own process: importing ansible's module_utils patches sys.intern, which torch's
+# compiler refuses), the unit tests (no SSH, no kernel writes), and the integration tests marked
+# node_untouched (with a fact cache of their own), whose output is printed when all have finished. The ssh
+# round trips leave a CPU idle much of the time in either lane. The probe tests that write the kernel's own
+# tunables (marker `kernel`) run last, alone.
 BESIDE_LOG := .cache/pytest-beside.log
 pytest: $(VENV)/.dev
 	@mkdir -p .cache; rc=0; \
-	{ $(VENV)/bin/pytest -q tests/probes -m "not kernel" $(PYTEST_ARGS); probes=$$?; \
-	  $(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS) && exit $$probes; } > $(BESIDE_LOG) 2>&1 & beside=$$!; \
-	$(VENV)/bin/pytest -q tests/integration $(PYTEST_ARGS) || rc=1; \
+	{ $(VENV)/bin/pytest -q tests/probes -m "not kernel" $(PYTEST_ARGS) || fail=1; \
+	  $(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS) || fail=1; \
+	  ANSIBLE_CACHE_PLUGIN_CONNECTION=.cache/facts-beside \
+	    $(VENV)/bin/pytest -q tests/integration -m node_untouched $(PYTEST_ARGS) || fail=1; \
+	  exit $${fail:-0}; } > $(BESIDE_LOG) 2>&1 & beside=$$!; \
+	$(VENV)/bin/pytest -q tests/integration -m "not node_untouched" $(PYTEST_ARGS) || rc=1; \
 	wait $$beside || rc=1; \
-	echo "--- tests/probes, then tests/unit, run beside the tests above ($(BESIDE_LOG)) ---"; cat $(BESIDE_LOG); \
+	echo "--- run beside the tests above: tests/probes, tests/unit, tests/integration -m node_untouched ($(BESIDE_LOG)) ---"; \
+	cat $(BESIDE_LOG); \
 	$(VENV)/bin/pytest -q tests/probes -m kernel $(PYTEST_ARGS) || rc=1; \
 	exit $$rc
 

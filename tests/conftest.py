@@ -82,3 +82,16 @@ def ssh_operator(ssh_fleet):
     user = operator_user(ssh_fleet.client_key)
     yield user
     remove_operator_user(user)
+
+
+# Fixtures that change this machine's kernel tunables or system files (users, sudoers): a test that asks for one
+# is not `node_untouched`, whose tests make test runs beside the integration tests that tune the kernel.
+NODE_CHANGING_FIXTURES = {"restore_kernel_tunables", "clean_thp", "ssh_operator"}
+
+
+def pytest_collection_modifyitems(config, items):
+    wrong = [f"{item.nodeid} (asks for {', '.join(sorted(NODE_CHANGING_FIXTURES & set(item.fixturenames)))})"
+             for item in items
+             if item.get_closest_marker("node_untouched") and NODE_CHANGING_FIXTURES & set(item.fixturenames)]
+    if wrong:
+        raise pytest.UsageError("marked node_untouched but changes the node: " + "; ".join(wrong))

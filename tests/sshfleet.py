@@ -130,8 +130,10 @@ class SshFleet:
             # The node's Python: the interpreter running the tests has every module dependency.
             "ansible_python_interpreter": sys.executable,
         }
-        # Every test host is this one machine: each gets a run lock of its own (a real node has one).
-        hosts = {name: {"ansible_host": addr, "preflight_lock_file": str(self.workdir / "locks" / f"{name}.lock")}
+        # Every test host is this one machine: each gets a run lock and a node_exporter textfile directory of its
+        # own (a real node has them), so that tests run side by side (make test) never share either.
+        hosts = {name: {"ansible_host": addr, "preflight_lock_file": str(self.workdir / "locks" / f"{name}.lock"),
+                        "preflight_textfile_dir": str(self.workdir / "textfile" / name)}
                  for name, addr in zip(self.hostnames(), self.addresses, strict=True)}
         for i, addr in enumerate(self.unreachable):
             hosts[f"dead{i + 1}"] = {"ansible_host": addr}

@@ -144,6 +144,7 @@ def test_audit_without_check_refuses_before_touching_a_node(ssh_fleet, tmp_path,
     assert not (tmp_path / "reports").exists()
 
 
+@pytest.mark.node_untouched  # probe.yml tunes nothing
 def test_tags_pick_probes_and_check_mode_runs_none(ssh_fleet, tmp_path, tiny_model):
     opt = tmp_path / "opt"
     inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
@@ -160,6 +161,7 @@ def test_tags_pick_probes_and_check_mode_runs_none(ssh_fleet, tmp_path, tiny_mod
     assert (f"skipped {', '.join(FULL_ONLY)} (level standard does not include it (it runs at full))") in summary
 
 
+@pytest.mark.node_untouched  # probe.yml tunes nothing
 def test_vllm_probes_are_skipped_with_the_reason_when_vllm_does_not_import(ssh_fleet, tmp_path, tiny_model):
     """A runtime without vLLM (a venv with one tiny pin): the ttft probe is skipped, never failed."""
     inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",

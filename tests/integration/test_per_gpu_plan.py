@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from tests.sshfleet import REPO, ansible_env, run_playbook
+
+# Changes and asserts nothing of this machine's kernel tunables or system files: make test runs it beside the
+# integration tests that do.
+pytestmark = pytest.mark.node_untouched
 
 
 def item(name, probe, per_gpu):

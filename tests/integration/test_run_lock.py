@@ -127,7 +127,7 @@ def test_a_second_run_that_may_wait_long_enough_runs_after_the_first_lets_go(ssh
 
 
 def test_a_holder_whose_controller_was_killed_lets_go_at_its_expiry(ssh_fleet, tmp_path, restore_kernel_tunables):
-    expire_s = 20
+    expire_s = 10
     path, extra, lock_file = inventory(ssh_fleet, tmp_path, preflight_lock_expire_s=expire_s)
     proc = start_playbook("playbooks/site.yml", path, *extra)
     try:
