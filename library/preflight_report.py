@@ -41,7 +41,8 @@ options:
       - One entry per host of the run, with the host's variables the report reads, passed as they are and
         only those the host defines (C(playbooks/report.yml) passes them from C(hostvars)) - C(inventory_hostname),
         C(group_names), C(preflight_gpu_class), C(preflight_level), C(preflight_ping) (reach.yml's ping),
-        C(preflight_failure) (C({task, msg}) from the tuning play's rescue), C(preflight_node_facts) (the
+        C(preflight_failure) (C({task, msg}) from the tuning play's rescue; with C(node_writable=false) where the
+        login lacks root, that host gets no RV(node_metrics)), C(preflight_node_facts) (the
         node_facts result of this run), C(preflight_role_results), C(preflight_probe_results),
         C(preflight_run), C(preflight_timings), C(preflight_thresholds), and the tuning variables
         C(thp_enabled), C(thp_defrag), C(thp_khugepaged_defrag), C(thp_persist), C(hugepages_count),

@@ -115,7 +115,7 @@ def test_unprivileged_login_without_become_stops_before_any_change(
         output = output_of(proc)
         assert proc.returncode != 0
         assert PRIVILEGE_MESSAGE.search(output), output[-4000:]
-        assert "Traceback" not in output and "Permission denied" not in output
+        assert "Traceback" not in output and "Permission denied" not in output, output[-6000:]
         assert selected("enabled") == thp_not_at_target
         # The privilege check is the first task that runs a module on the node.
         assert not re.search(r"TASK \[(thp|hugepages|jemalloc) :", output)

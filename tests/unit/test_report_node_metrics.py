@@ -59,6 +59,16 @@ def test_every_reached_node_gets_its_own_file_and_the_unreachable_one_none(run):
     assert sorted(run["node_metrics"]) == ["node1", "node3"]
 
 
+def test_a_login_without_root_gets_no_file_though_its_host_was_reached(tmp_path):
+    """playbooks/tasks/privilege.yml: the host stopped before any change and Preflight cannot write there."""
+    denied = s.host("node2", failure={"task": "Ensure Preflight runs as root on the node", "node_writable": False,
+                                      "msg": "Preflight on node2: runs as 'op' (uid 1000), not root"})
+    built = s.build([s.host("node1"), denied, s.failed("node3")], tmp_path, run_id="run-under-test",
+                    compare_history=False)
+    assert {d["host"]: d["status"] for d in built["docs"]} == {"node1": "ok", "node2": "failed", "node3": "failed"}
+    assert sorted(built["node_metrics"]) == ["node1", "node3"]
+
+
 def test_the_run_time_is_a_value_and_no_label_names_the_host_or_the_run(run):
     for text in run["node_metrics"].values():
         found = samples(text)

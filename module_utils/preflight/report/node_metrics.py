@@ -165,6 +165,8 @@ def node_textfile(doc: dict, run_timestamp: float) -> str:
     return fam.text()
 
 
-def node_textfiles(docs: list[dict], run_timestamp: float) -> dict[str, str]:
-    """{host: textfile} for every host that was reached (an unreachable host cannot be written to)."""
-    return {d["host"]: node_textfile(d, run_timestamp) for d in docs if d["status"] != "unreachable"}
+def node_textfiles(docs: list[dict], run_timestamp: float, unwritable=()) -> dict[str, str]:
+    """{host: textfile} for every host Preflight may write to: reached, and not among `unwritable` (a login
+    without root, stopped before any change: playbooks/tasks/privilege.yml)."""
+    return {d["host"]: node_textfile(d, run_timestamp) for d in docs
+            if d["status"] != "unreachable" and d["host"] not in unwritable}

@@ -105,7 +105,8 @@ def build_run(
 
     summary, outputs = render_run(docs, run_id, time, now.timestamp())
     # Each reached node's own textfile: copied to the node (playbooks/report.yml), not kept in the run directory.
-    textfiles = node_metrics.node_textfiles(docs, now.timestamp())
+    unwritable = {item["host"] for item in items if (item.get("failure") or {}).get("node_writable") is False}
+    textfiles = node_metrics.node_textfiles(docs, now.timestamp(), unwritable)
     return {"run_id": run_id, "time": time, "docs": docs, "summary": summary, "outputs": outputs,
             "node_metrics": textfiles, "outlier_limits": (score, min_relative), "timestamp": now.timestamp()}
 
