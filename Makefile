@@ -33,9 +33,9 @@ lint: $(VENV)/.dev
 # files run one at a time in one lane: every SSH test host is this one machine. Beside them run, one after the
 # other, the probe tests (their own process: importing ansible's module_utils patches sys.intern, which torch's
 # compiler refuses), the unit tests (no SSH, no kernel writes), and the integration tests marked
-# node_untouched (with a fact cache of their own), whose output is printed when all have finished. The ssh
-# round trips leave a CPU idle much of the time in either lane. The probe tests that write the kernel's own
-# tunables (marker `kernel`) run last, alone.
+# node_untouched (with a fact cache of their own), whose output is printed when all have finished. Each lane
+# keeps about one core busy (ssh round trips and one Ansible run at a time), so the two fill both cores. The
+# probe tests that write the kernel's own tunables (marker `kernel`) run last, alone.
 BESIDE_LOG := .cache/pytest-beside.log
 pytest: $(VENV)/.dev
 	@mkdir -p .cache; rc=0; \
