@@ -13,8 +13,6 @@ import pytest
 
 from tests.sshfleet import REPO, ansible_env
 
-# Changes and asserts nothing of this machine's kernel tunables or system files: make test runs it beside the
-# integration tests that do.
 pytestmark = pytest.mark.node_untouched
 
 RUN_ID = "fleet-slices-under-test"

@@ -15,8 +15,6 @@ import yaml
 
 from tests.sshfleet import REPO, ansible_env, run_playbook
 
-# Changes and asserts nothing of this machine's kernel tunables or system files: make test runs it beside the
-# integration tests that do.
 pytestmark = pytest.mark.node_untouched
 
 

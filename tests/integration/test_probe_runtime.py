@@ -11,8 +11,6 @@ import pytest
 
 from tests.sshfleet import REPO, run_playbook
 
-# Changes and asserts nothing of this machine's kernel tunables or system files: make test runs it beside the
-# integration tests that do.
 pytestmark = pytest.mark.node_untouched
 
 PLAY = """\

@@ -18,8 +18,6 @@ import pytest
 from module_utils.preflight.core import catalog, probe_options
 from tests.sshfleet import REPO, ansible_env
 
-# Changes and asserts nothing of this machine's kernel tunables or system files: make test runs it beside the
-# integration tests that do.
 pytestmark = pytest.mark.node_untouched
 
 PYTHON = sys.executable
