@@ -1,7 +1,9 @@
-"""Shared fixtures: real SSH test hosts and a guard that puts the kernel's tunables back."""
+"""Shared fixtures: real SSH test hosts, and guards that put the kernel's THP values and hugepage pools back."""
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,11 @@ KERNEL_TUNABLES = [
     THP / "enabled",
     THP / "defrag",
     THP / "khugepaged" / "defrag",
-    Path("/proc/sys/vm/nr_hugepages"),
 ]
+NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
+# make test's two lanes share one kernel: a test that changes the hugepage pools, or asserts what they hold,
+# holds this lock for its whole run (fixture hugepage_pools), so the other lane's never overlaps it.
+HUGEPAGE_POOLS_LOCK = Path(tempfile.gettempdir()) / "preflight-tests-hugepage-pools.lock"
 
 
 def _selected(text: str) -> str:
@@ -31,13 +36,25 @@ def read_tunables() -> dict[Path, str]:
 
 @pytest.fixture
 def restore_kernel_tunables():
-    """Record THP and hugepage tunables, give them back after the test whatever happened."""
+    """Record the THP values, give them back after the test whatever happened."""
     before = read_tunables()
     yield before
     for path, text in before.items():
         value = _selected(text)
         if _selected(path.read_text()) != value:
             path.write_text(value)
+
+
+@pytest.fixture
+def hugepage_pools():
+    """Hold the hugepage pools for the test (the other lane's tests that need them wait), and give the default
+    pool's size back after it whatever happened."""
+    with HUGEPAGE_POOLS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = NR_HUGEPAGES.read_text()
+        yield before
+        if NR_HUGEPAGES.read_text() != before:
+            NR_HUGEPAGES.write_text(before.strip())
 
 
 # Preflight's THP unit (roles/thp) and its enable link, as the THP tests find and leave them.
@@ -84,14 +101,23 @@ def ssh_operator(ssh_fleet):
     remove_operator_user(user)
 
 
-# Fixtures that change this machine's kernel tunables or system files (users, sudoers): a test that asks for one
-# is not `node_untouched`, whose tests make test runs beside the integration tests that tune the kernel.
-NODE_CHANGING_FIXTURES = {"restore_kernel_tunables", "clean_thp", "ssh_operator"}
+# Fixtures that change THP or this machine's users and sudoers: a test that asks for one is neither
+# `node_untouched` nor `thp_untouched`, the markers of the tests make test runs beside the ones that tune THP.
+THP_CHANGING_FIXTURES = {"restore_kernel_tunables", "clean_thp", "ssh_operator"}
+BESIDE_MARKERS = {
+    "node_untouched": THP_CHANGING_FIXTURES | {"hugepage_pools"},
+    "thp_untouched": THP_CHANGING_FIXTURES,
+}
 
 
 def pytest_collection_modifyitems(config, items):
-    wrong = [f"{item.nodeid} (asks for {', '.join(sorted(NODE_CHANGING_FIXTURES & set(item.fixturenames)))})"
-             for item in items
-             if item.get_closest_marker("node_untouched") and NODE_CHANGING_FIXTURES & set(item.fixturenames)]
+    wrong = []
+    for item in items:
+        marked = [m for m in BESIDE_MARKERS if item.get_closest_marker(m)]
+        if len(marked) > 1:
+            wrong.append(f"{item.nodeid} is marked both {' and '.join(marked)}")
+        for marker in marked:
+            if asked := BESIDE_MARKERS[marker] & set(item.fixturenames):
+                wrong.append(f"{item.nodeid} is marked {marker} but asks for {', '.join(sorted(asked))}")
     if wrong:
-        raise pytest.UsageError("marked node_untouched but changes the node: " + "; ".join(wrong))
+        raise pytest.UsageError("; ".join(wrong))

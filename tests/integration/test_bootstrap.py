@@ -76,6 +76,7 @@ def run_summary(stdout: str, host: str) -> str:
 
 
 def read_sysfs() -> dict[Path, bytes]:
+    """THP and the hugepage pools, as the kernel holds them (a test that compares them holds hugepage_pools)."""
     return {p: p.read_bytes() for p in SYSFS if p.exists()}
 
 
@@ -113,7 +114,8 @@ def test_quick_bootstrap_over_the_fleet_tunes_reads_back_and_reports_every_host(
     print(f"quick bootstrap of {len(docs)} hosts: {elapsed:.0f} s")
 
 
-def test_audit_over_the_fleet_changes_nothing_and_reports_the_drift(ssh_fleet, tmp_path, restore_kernel_tunables):
+def test_audit_over_the_fleet_changes_nothing_and_reports_the_drift(ssh_fleet, tmp_path, restore_kernel_tunables,
+                                                                 hugepage_pools):
     live = re.search(r"\[(\w+)\]", Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()).group(1)
     other = "never" if live != "never" else "madvise"
     # The level is forced to quick by audit.yml's play vars, whatever the inventory says; -e would win over those.
@@ -133,7 +135,8 @@ def test_audit_over_the_fleet_changes_nothing_and_reports_the_drift(ssh_fleet, t
     assert f"-{live}\n+{other}" in proc.stdout.replace("\r", ""), "the audit did not show the drift it found"
 
 
-def test_audit_without_check_refuses_before_touching_a_node(ssh_fleet, tmp_path, restore_kernel_tunables):
+def test_audit_without_check_refuses_before_touching_a_node(ssh_fleet, tmp_path, restore_kernel_tunables,
+                                                           hugepage_pools):
     inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], thp_enabled="never")
     before = read_sysfs()
     proc = run_playbook("playbooks/audit.yml", inventory, *extra)
@@ -178,7 +181,7 @@ def test_vllm_probes_are_skipped_with_the_reason_when_vllm_does_not_import(ssh_f
     assert [p["name"] for p in run["phases"]] == ["facts", "probe_runtime"]
 
 
-def test_bad_level_is_rejected_before_anything_changes(ssh_fleet, tmp_path, restore_kernel_tunables):
+def test_bad_level_is_rejected_before_anything_changes(ssh_fleet, tmp_path, restore_kernel_tunables, hugepage_pools):
     inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="thorough",
                                        thp_enabled="never")
     before = read_sysfs()

@@ -115,8 +115,9 @@ class Sandbox:
 
 
 @pytest.fixture
-def sandbox(ssh_fleet, tmp_path, restore_kernel_tunables):
-    """A sandbox whose teardown puts the kernel and the role's files back even when a test fails half-way."""
+def sandbox(ssh_fleet, tmp_path, hugepage_pools):
+    """A sandbox whose teardown puts the kernel and the role's files back even when a test fails half-way; the
+    hugepage pools are this test's alone meanwhile (conftest.hugepage_pools)."""
     existed = {p: p.exists() or p.is_symlink() for p in ROLE_FILES}
     pools = {p: p.read_text() for p in (NODE0_2M, POOL_1G) if p.exists()}
     box = Sandbox(ssh_fleet, tmp_path)
@@ -134,6 +135,7 @@ def sandbox(ssh_fleet, tmp_path, restore_kernel_tunables):
             path.unlink()
 
 
+@pytest.mark.thp_untouched
 def test_reserve_mount_persist_idempotent_check_mode_and_rollback(sandbox):
     """The whole life of a 2 MiB pool: check mode first, apply, apply again, check again, roll back."""
     assert NR_HUGEPAGES.read_text().strip() == "0", "the test needs a machine with no 2 MiB pages reserved"
@@ -200,6 +202,7 @@ def test_reserve_mount_persist_idempotent_check_mode_and_rollback(sandbox):
     assert not sandbox.state.exists()
 
 
+@pytest.mark.thp_untouched
 def test_request_over_the_memory_cap_is_refused_before_any_change(sandbox):
     mem_total_kb = meminfo("MemTotal")
     others_kb = int(POOL_1G.read_text()) * 1048576 if POOL_1G.exists() else 0
@@ -226,6 +229,7 @@ def test_request_over_the_memory_cap_is_refused_before_any_change(sandbox):
     assert not SYSCTL_FILE.exists() and not sandbox.state.exists()
 
 
+@pytest.mark.thp_untouched
 def test_every_bad_value_is_named_in_one_failure(sandbox):
     bad = {
         "hugepages_count": 16,
@@ -262,6 +266,7 @@ def test_every_bad_value_is_named_in_one_failure(sandbox):
     assert recap(proc.stdout)["changed"] == 0
 
 
+@pytest.mark.thp_untouched
 def test_per_node_pool_is_persisted_by_a_boot_unit_and_rolled_back(sandbox):
     proc = sandbox.run({"hugepages_per_node": {"0": 32}})
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -282,6 +287,7 @@ def test_per_node_pool_is_persisted_by_a_boot_unit_and_rolled_back(sandbox):
     assert not UNIT_2M.exists() and not WANTS_2M.is_symlink()
 
 
+@pytest.mark.thp_untouched
 def test_one_gib_pages_say_plainly_that_no_bootloader_can_persist_them(sandbox):
     """This VM has no bootloader: the role says so, falls back to a boot unit, and reports the live pool."""
     if Path("/etc/default/grub").exists():
@@ -310,6 +316,7 @@ def test_one_gib_pages_say_plainly_that_no_bootloader_can_persist_them(sandbox):
     assert POOL_1G.read_text().strip() == "0" and not UNIT_1G.exists()
 
 
+@pytest.mark.thp_untouched
 def test_null_count_leaves_the_pool_alone_and_only_reports(sandbox):
     before = NR_HUGEPAGES.read_text()
     proc = sandbox.run({"hugepages_count": None})
@@ -321,7 +328,8 @@ def test_null_count_leaves_the_pool_alone_and_only_reports(sandbox):
     assert NR_HUGEPAGES.read_text() == before and not sandbox.state.exists()
 
 
-def test_molecule_default_scenario(restore_kernel_tunables, tmp_path):
+@pytest.mark.thp_untouched
+def test_molecule_default_scenario(hugepage_pools, tmp_path):
     """roles/hugepages/molecule/default: prepare, converge, idempotence, verify, cleanup (rollback) on this machine."""
     bindir = Path(sys.executable).parent
     env = ansible_env(PATH=f"{bindir}:{os.environ.get('PATH', '')}")
@@ -367,7 +375,8 @@ def fake_bootloader(tmp_path):
         yield defaults, calls
 
 
-def test_site_thp_then_1g_pages_on_grub_then_operator_edit_then_rollback_is_byte_exact(sandbox, fake_bootloader):
+def test_site_thp_then_1g_pages_on_grub_then_operator_edit_then_rollback_is_byte_exact(sandbox, fake_bootloader,
+                                                                                            restore_kernel_tunables):
     """Issue 15 defect 2: the hugepages rollback used to copy back a whole-file backup taken after the thp role
     had added its option (and lost every later edit); now both rollbacks take out exactly what they added."""
     defaults, calls = fake_bootloader
@@ -399,6 +408,7 @@ def test_site_thp_then_1g_pages_on_grub_then_operator_edit_then_rollback_is_byte
     assert calls.read_text().count("run") == 4  # thp and hugepages, at apply and at rollback
 
 
+@pytest.mark.thp_untouched
 def test_rollback_stops_before_any_change_when_the_pair_preflight_wrote_was_changed(sandbox, fake_bootloader):
     defaults, _ = fake_bootloader
     variables = {"__hugepages_grub_default": str(defaults), "hugepages_size": "1G", "hugepages_count": 0}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.test_hugepages_role import (  # noqa: F401  (sandbox is a fixture)
     FSTAB,
     NR_HUGEPAGES,
@@ -19,6 +21,9 @@ from tests.integration.test_hugepages_role import (  # noqa: F401  (sandbox is a
     sandbox,
 )
 from tests.sshfleet import run_playbook
+
+# The hugepages role alone, on pools held through the sandbox fixture: make test runs these beside the THP tests.
+pytestmark = pytest.mark.thp_untouched
 
 NFS = "nas.example:/export /data nfs rw,hard,_netdev 0 0\n"
 

@@ -23,6 +23,10 @@ import pytest
 
 from tests.sshfleet import REPO, ansible_env, run_playbook
 
+# The jemalloc role alone, on a service, drop-in directory and ld.so.preload of the test's own: make test runs
+# these beside the THP tests.
+pytestmark = pytest.mark.thp_untouched
+
 SERVICE = "preflight-jemalloc-test"
 DROPIN_DIR = Path(f"/etc/systemd/system/{SERVICE}.service.d")
 DROPIN = DROPIN_DIR / "60-preflight-jemalloc.conf"

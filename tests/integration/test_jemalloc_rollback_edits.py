@@ -14,12 +14,18 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.integration.test_jemalloc_role import (  # noqa: F401  (sandbox is a fixture)
     DROPIN,
     PRELOAD,
     library_from_dpkg,
     sandbox,
 )
+
+# The jemalloc role alone, on a service, drop-in directory and ld.so.preload of the test's own: make test runs
+# these beside the THP tests.
+pytestmark = pytest.mark.thp_untouched
 
 DEPENDENT = "preflight-test-jemalloc-user"
 
