@@ -29,14 +29,13 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ansible-lint --profile production -q
 
-# Two lanes of pytest processes. The integration tests that tune this machine's THP (every SSH test host is this
-# one machine) run one at a time in one lane. Beside them run, one after the other, the probe tests (their own
-# process: importing ansible's module_utils patches sys.intern, which torch's compiler refuses), the unit tests
-# (no SSH, no kernel writes), and the integration tests marked node_untouched or thp_untouched (the jemalloc and
-# hugepages role tests, on files of their own; the hugepage pools under a lock that the tests of the other lane
-# which read them take too), with a fact cache of their own; their output is printed when all have finished.
-# Each lane keeps about one core busy (ssh round trips and one Ansible run at a time), so the two fill both
-# cores. The probe tests that write the kernel's own tunables (marker `kernel`) run last, alone.
+# Two lanes of pytest processes, one per core. The THP lane: the integration tests that tune this machine's THP
+# (every SSH test host is this one machine), one at a time, then the probe tests that write THP themselves
+# (marker `kernel`). Beside it, one after the other: the probe tests (their own process: importing ansible's
+# module_utils patches sys.intern, which torch's compiler refuses), the unit tests (no SSH, no kernel writes),
+# and the integration tests marked node_untouched or thp_untouched (the jemalloc and hugepages role tests, on
+# files of their own; the hugepage pools under a lock that the THP lane's tests which read them take too), with
+# a fact cache of their own; their output is printed when both lanes have finished.
 BESIDE_LOG := .cache/pytest-beside.log
 pytest: $(VENV)/.dev
 	@mkdir -p .cache; rc=0; \
@@ -46,10 +45,10 @@ pytest: $(VENV)/.dev
 	    $(VENV)/bin/pytest -q tests/integration -m "node_untouched or thp_untouched" $(PYTEST_ARGS) || fail=1; \
 	  exit $${fail:-0}; } > $(BESIDE_LOG) 2>&1 & beside=$$!; \
 	$(VENV)/bin/pytest -q tests/integration -m "not node_untouched and not thp_untouched" $(PYTEST_ARGS) || rc=1; \
+	$(VENV)/bin/pytest -q tests/probes -m kernel $(PYTEST_ARGS) || rc=1; \
 	wait $$beside || rc=1; \
 	echo "--- run beside the tests above: tests/probes, tests/unit, tests/integration -m \"node_untouched or thp_untouched\" ($(BESIDE_LOG)) ---"; \
 	cat $(BESIDE_LOG); \
-	$(VENV)/bin/pytest -q tests/probes -m kernel $(PYTEST_ARGS) || rc=1; \
 	exit $$rc
 
 # Debian packages: a venv-capable Python, sshd for the SSH test hosts (sudo for their become tests), the real jemalloc the allocator
