@@ -11,7 +11,8 @@ import pytest
 from tests.sshfleet import SshFleet
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
-KERNEL_TUNABLES = [
+# THP's global values: what restore_kernel_tunables records and puts back.
+THP_TUNABLES = [
     THP / "enabled",
     THP / "defrag",
     THP / "khugepaged" / "defrag",
@@ -31,7 +32,7 @@ def _selected(text: str) -> str:
 
 
 def read_tunables() -> dict[Path, str]:
-    return {p: p.read_text() for p in KERNEL_TUNABLES if p.exists()}
+    return {p: p.read_text() for p in THP_TUNABLES if p.exists()}
 
 
 @pytest.fixture

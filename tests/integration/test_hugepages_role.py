@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NR_HUGEPAGES
 from tests.fake_bootloader import fake_update_grub
 from tests.sshfleet import REPO, ansible_env, run_playbook
 
-NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 NODE0_2M = Path("/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages")
 POOL_1G = Path("/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages")
 SYSCTL_FILE = Path("/etc/sysctl.d/80-preflight-hugepages.conf")

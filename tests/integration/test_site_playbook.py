@@ -56,9 +56,9 @@ def site_then_rollback(inventory: Path, reports: Path, *args: str):
 @pytest.fixture(scope="module")
 def site_run(ssh_fleet, tmp_path_factory):
     """One real site.yml run over the fleet; the kernel's THP values are put back afterwards."""
-    from tests.conftest import KERNEL_TUNABLES, _selected
+    from tests.conftest import _selected, read_tunables
 
-    before = {p: p.read_text() for p in KERNEL_TUNABLES if p.exists()}
+    before = read_tunables()
     work = tmp_path_factory.mktemp("site")
     reports = work / "reports"
     # The THP values before the run, as the kernel held them: the role must report these as "before".
