@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_run_accounting import recap
+from tests.integration.test_site_playbook import recap
 from tests.moduleutils import module_util
 from tests.sshfleet import REPO, SSHD, SshFleet, ansible_env, run_playbook
 

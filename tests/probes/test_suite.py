@@ -36,47 +36,49 @@ def test_members_that_ask_for_different_servers_are_refused_before_anything_star
     assert proc.returncode == 2 and "kv on a shared server measures one max-model-len at one budget" in proc.stderr
 
 
-def test_ttft_kv_and_batching_measure_one_server_start_each_as_its_own_result(tiny_model):
+def test_servers_side_by_side_each_in_its_own_process_one_shared_by_ttft_kv_and_batching(tiny_model):
+    """Two "per-GPU" servers at once; the first is shared by ttft, kv and batching, which measure its one start
+    one after the other, each as its own result; the second serves one ttft alone."""
     require_vllm()
-    plan = [[member("ttft", "ttft", tiny_model, "--warm", "10", "--max-tokens", "8", "--api", "completions"),
-             member("kv", "kv", tiny_model),
+    ttft = ("--warm", "10", "--max-tokens", "8", "--api", "completions")
+    plan = [[member("ttft", "ttft", tiny_model, *ttft, "--gpu", "0"),
+             member("kv", "kv", tiny_model, "--gpu", "0"),
              member("batching", "batching", tiny_model, "--prompts", "4", "--max-concurrency", "2", "--repeats", "2",
-                    "--max-tokens", "8")]]
+                    "--max-tokens", "8", "--gpu", "0")],
+            [member("ttft_per_gpu_1", "ttft", tiny_model, *ttft, "--gpu", "1")]]
     proc, doc = run_suite(plan)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [v["status"] for v in doc["verdicts"]] == ["pass", "pass", "pass"]
+    assert [v["status"] for v in doc["verdicts"]] == ["pass"] * 4
     members = doc["results"]["members"]
-    assert list(members) == ["ttft", "kv", "batching"]
-    servers = {m["results"]["server"]["pid"] for m in members.values()}
-    assert len(servers) == 1  # one start
+    assert list(members) == ["ttft", "kv", "batching", "ttft_per_gpu_1"]
+    layout = doc["results"]["servers"]
+    assert [(s["gpu"], s["members"], s["rc"]) for s in layout] == [(0, ["ttft", "kv", "batching"], 0),
+                                                                     (1, ["ttft_per_gpu_1"], 0)]
+
+    shared = {name: members[name] for name in ("ttft", "kv", "batching")}
+    assert len({m["results"]["server"]["pid"] for m in shared.values()}) == 1  # one start
     for name, env in members.items():
         result.validate(env)
-        assert env["probe"] == name and env["results"]["server"]["shared_by"] == ["ttft", "kv", "batching"]
-        assert any(v["name"] == "shared_server" for v in env["verdicts"])
+        assert env["probe"] == ("ttft" if name == "ttft_per_gpu_1" else name)
         assert any(v["name"] == "server_stopped" and v["status"] == "pass" for v in env["verdicts"])
+    for env in shared.values():
+        assert env["results"]["server"]["shared_by"] == ["ttft", "kv", "batching"]
+        assert any(v["name"] == "shared_server" for v in env["verdicts"])
     # ttft came first: its cold request is the server's first, with the start timed.
-    assert members["ttft"]["results"]["cold_start"]["cold_is_first_request_since_start"] is True
+    for name in ("ttft", "ttft_per_gpu_1"):
+        assert members[name]["results"]["cold_start"]["cold_is_first_request_since_start"] is True
     assert members["kv"]["results"]["configs"][0]["kv_tokens"] > 0
     assert [p.split(" at ")[0] for p in members["kv"]["params"]["plan"]] == ["max-model-len 512"]
     assert [lv["concurrency"] for lv in members["batching"]["results"]["levels"]] == [1, 2]
 
-
-def test_per_gpu_servers_run_side_by_side_each_in_its_own_process(tiny_model):
-    require_vllm()
-    plan = [[member(f"ttft_per_gpu_{gpu}", "ttft", tiny_model, "--warm", "10", "--max-tokens", "8",
-                    "--api", "completions", "--gpu", str(gpu))] for gpu in (0, 1)]
-    proc, doc = run_suite(plan)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    layout = doc["results"]["servers"]
-    assert [(s["gpu"], s["members"], s["rc"]) for s in layout] == [(0, ["ttft_per_gpu_0"], 0),
-                                                                     (1, ["ttft_per_gpu_1"], 0)]
-    envs = [doc["results"]["members"][f"ttft_per_gpu_{gpu}"] for gpu in (0, 1)]
+    # Side by side: each server was spawned before the other's last measurement ended.
     spans = []
-    for gpu, env in enumerate(envs):
-        server = env["results"]["server"]
+    for gpu, names in enumerate((shared, ["ttft_per_gpu_1"])):
+        envs = [members[name] for name in names]
+        server = envs[0]["results"]["server"]
         assert server["gpu_index"] == gpu and server["side_by_side"]["servers"] == layout
-        assert any(v["name"] == "side_by_side" and "2 vLLM servers ran at once" in v["text"] for v in env["verdicts"])
+        assert all(any(v["name"] == "side_by_side" and "2 vLLM servers ran at once" in v["text"]
+                       for v in env["verdicts"]) for env in envs)
         spawned = server["timeline"]["spawned_at"]
-        spans.append((spawned, spawned + env["duration_s"]))
-    # Side by side: each server was spawned before the other's measurement ended.
+        spans.append((spawned, spawned + sum(env["duration_s"] for env in envs)))  # members run one after another
     assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans
