@@ -73,7 +73,7 @@ def test_servers_side_by_side_each_in_its_own_process_one_shared_by_ttft_kv_and_
 
     # Side by side: each server was spawned before the other's last measurement ended.
     spans = []
-    for gpu, names in enumerate((shared, ["ttft_per_gpu_1"])):
+    for gpu, names in enumerate((list(shared), ["ttft_per_gpu_1"])):
         envs = [members[name] for name in names]
         server = envs[0]["results"]["server"]
         assert server["gpu_index"] == gpu and server["side_by_side"]["servers"] == layout
