@@ -1,10 +1,10 @@
 """Fleet scale (issue 18): wall time of audit.yml (check mode) and site.yml over N real SSH test hosts, and of
-the report pipeline over synthetic host documents. Run from the repository root, as root, under the
-integration lock (the hosts share this machine's kernel and its sysfs with the integration tests):
+the report pipeline over synthetic host documents. Run from the repository root, as root, while no `make test`
+runs here (the hosts share this machine's kernel and its sysfs with the integration tests):
 
-    flock /tmp/preflight-integration.lock .venv/bin/python bench/fleet.py --hosts 1,5,10,25,50
+    .venv/bin/python bench/fleet.py --hosts 1,5,10,25,50
     .venv/bin/python bench/fleet.py --hosts 1,5 --configs before,after      # one run, both configurations
-    .venv/bin/python bench/fleet.py --hosts none --report-hosts 50,500      # the report alone (no lock needed)
+    .venv/bin/python bench/fleet.py --hosts none --report-hosts 50,500      # the report alone (no host, no kernel write)
 
 Each N starts N sshd hosts on 127.0.2.1.. (tests/sshfleet.py), each with its own run lock file, runs the
 playbooks at level quick (site.yml runs no probes; audit.yml forces quick), rolls site.yml's persisted files
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import fleet_machine as machine  # noqa: E402
-from tests.conftest import KERNEL_TUNABLES, _selected  # noqa: E402
+from tests.conftest import NR_HUGEPAGES, THP_TUNABLES, _selected  # noqa: E402
 from tests.sshfleet import SshFleet, ansible_env, run_playbook  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Ctrl-C and a plain kill both unwind through the finally blocks that stop every sshd.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    kernel_before = {p: p.read_text() for p in KERNEL_TUNABLES if p.exists()}
+    kernel_before = {p: p.read_text() for p in [*THP_TUNABLES, NR_HUGEPAGES] if p.exists()}
     results = {"command": " ".join([".venv/bin/python bench/fleet.py", *(argv or sys.argv[1:])]),
                "machine": machine.describe(), "configs": config_envs(args), "extra_vars": args.extra_vars}
     try:

@@ -3,7 +3,7 @@
 Each test calls one module or the core directly on this machine (the node): a sysfs write the kernel refuses, a
 probe that crashes mid-way with a THP A/B arm set, a full disk under the A/B marker, the run lock and the report
 writer. A full disk is a real tmpfs of 64 KiB (this machine runs the tests as root), always unmounted after.
-The THP tests write the real knob and put it back (restore_kernel_tunables); run them under the integration lock.
+The THP tests write the real knob and put it back (restore_kernel_tunables), in make test's THP lane.
 The other faults are tested where they live: a probe that hangs (test_probe_node_safety.py), a vLLM that never
 becomes ready (tests/probes/test_server_key_and_never_ready.py), a hugepage shortfall
 (tests/unit/test_core_hugepages_verify.py), two runs at once (test_run_lock.py).
