@@ -4,7 +4,7 @@ runs here (the hosts share this machine's kernel and its sysfs with the integrat
 
     .venv/bin/python bench/fleet.py --hosts 1,5,10,25,50
     .venv/bin/python bench/fleet.py --hosts 1,5 --configs before,after      # one run, both configurations
-    .venv/bin/python bench/fleet.py --hosts none --report-hosts 50,500      # the report alone (no host, no kernel write)
+    .venv/bin/python bench/fleet.py --hosts none --report-hosts 50,500      # the report alone (no host)
 
 Each N starts N sshd hosts on 127.0.2.1.. (tests/sshfleet.py), each with its own run lock file, runs the
 playbooks at level quick (site.yml runs no probes; audit.yml forces quick), rolls site.yml's persisted files
