@@ -61,7 +61,6 @@ def pytest_runtest_protocol(item, nextitem):
         out.write(json.dumps(record) + "\n")
 
 
-
 def main() -> None:
     rows = [json.loads(line) for line in OUT.read_text().splitlines()]
     processes = collections.defaultdict(list)

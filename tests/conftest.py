@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.lanes import lane_lock
 from tests.sshfleet import SshFleet
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
@@ -20,7 +19,6 @@ THP_TUNABLES = [
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 # make test's two lanes share one kernel: a test that changes the hugepage pools, or asserts what they hold,
 # holds this lock for its whole run (fixture hugepage_pools), so the other lane's never overlaps it.
-HUGEPAGE_POOLS_LOCK = Path(tempfile.gettempdir()) / "preflight-tests-hugepage-pools.lock"
 
 
 def _selected(text: str) -> str:
@@ -50,8 +48,7 @@ def restore_kernel_tunables():
 def hugepage_pools():
     """Hold the hugepage pools for the test (the other lane's tests that need them wait), and give the default
     pool's size back after it whatever happened."""
-    with HUGEPAGE_POOLS_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lane_lock("hugepage-pools"):
         before = NR_HUGEPAGES.read_text()
         yield before
         if NR_HUGEPAGES.read_text() != before:

@@ -5,23 +5,21 @@ file, held while the fake is in place, makes the other lane's test wait instead 
 
 from __future__ import annotations
 
-import fcntl
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.lanes import lane_lock
+
 FAKE_UPDATE_GRUB = Path("/usr/local/sbin/update-grub")
-FAKE_UPDATE_GRUB_LOCK = Path(tempfile.gettempdir()) / "preflight-tests-fake-update-grub.lock"
 
 
 @contextmanager
 def fake_update_grub(tmp_path: Path) -> Iterator[Path]:
     """Install the fake; yields the file its calls are logged in (one line `run` per call)."""
-    with FAKE_UPDATE_GRUB_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lane_lock("fake-update-grub"):
         if FAKE_UPDATE_GRUB.exists():
             pytest.skip(f"{FAKE_UPDATE_GRUB} exists on this machine; the fake would replace it")
         calls = tmp_path / "update-grub.calls"

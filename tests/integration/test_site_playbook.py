@@ -22,6 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import _selected, read_tunables
 from tests.moduleutils import module_util
 from tests.sshfleet import ansible_env, run_playbook
 
@@ -34,8 +35,7 @@ SCHEMA = json.loads(Path(module_util("preflight.report.schema").export_path()).r
 
 
 def selected(path: Path) -> str:
-    text = path.read_text().strip()
-    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else text
+    return _selected(path.read_text())
 
 
 RECAP = re.compile(
@@ -76,8 +76,6 @@ def site_run(ssh_fleet, tmp_path_factory):
     """site.yml over the fleet; again on node1 (converged); then in check mode on node1; then
     playbooks/rollback.yml on node1 (the fleet's live hosts are this machine: one rollback takes back the units,
     drop-ins and records that site.yml leaves at their default places). The THP values are put back afterwards."""
-    from tests.conftest import _selected, read_tunables
-
     before = read_tunables()
     work = tmp_path_factory.mktemp("site")
     reports = work / "reports"
