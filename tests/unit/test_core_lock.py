@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,11 +64,15 @@ def test_a_second_holder_waits_then_fails_naming_the_first(tmp_path):
 def test_a_waiting_run_gets_the_lock_when_the_holder_lets_go_within_the_wait(tmp_path):
     path = str(tmp_path / "run.lock")
     held = lock.acquire(path, 0, info())
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
-    proc.wait()
-    held.release()
-    with lock.acquire(path, 2, info("tok-b"), token="") as second:
-        assert second.fd is not None and not second.covered
+    assert held.waited_s == 0.0
+    letting_go = threading.Timer(0.5, held.release)
+    letting_go.start()
+    try:
+        with lock.acquire(path, 5, info("tok-b"), token="") as second:
+            assert second.fd is not None and not second.covered
+            assert 0.4 <= second.waited_s < 5, second.waited_s  # the wait, and only the wait, is counted
+    finally:
+        letting_go.join()
 
 
 def test_the_lock_file_is_private_and_never_removed(tmp_path):
@@ -115,6 +120,7 @@ def test_a_detached_holder_keeps_the_lock_after_its_starter_returns_and_lets_go_
     path = str(tmp_path / "run.lock")
     record = lock.acquire_detached(path, 0, 30, info())
     pid = record["pid"]
+    assert record["waited_s"] == 0.0  # free at once: starting the holder is not waiting
     assert pid != os.getpid() and lock.pid_alive(pid)
     # Not our child and not in our session: a controller's SSH session ending does not end it.
     assert os.getsid(pid) != os.getsid(0)

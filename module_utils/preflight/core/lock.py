@@ -244,8 +244,9 @@ def _write_holder(fd: int, info: dict, path: str = "the lock file") -> None:
 class Held:
     """A held lock. release() (or leaving a `with`) gives it back; a covered hold gives back nothing."""
 
-    def __init__(self, path: str, fd: int | None, info: dict | None, covered: bool = False):
+    def __init__(self, path: str, fd: int | None, info: dict | None, covered: bool = False, waited_s: float = 0.0):
         self.path, self.fd, self.info, self.covered = path, fd, info, covered
+        self.waited_s = waited_s  # seconds spent waiting for another holder to let go (0.0: free at once)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -278,18 +279,20 @@ def acquire(path: str, wait_s: float = LOCK_WAIT_S, info: dict | None = None, to
     """
     token = os.environ.get(TOKEN_ENV) if token is None else token
     fd = _open(path)
-    started = time.monotonic()
+    waited = 0.0
     try:
         if not _try_flock(fd, 0):
+            started = time.monotonic()
             holder = read_holder(path)
             if token and holder and holder.get("token") == token:
                 os.close(fd)
                 return Held(path, None, holder, covered=True)
             if not _try_flock(fd, wait_s):
                 raise LockBusy(path, read_holder(path), round(time.monotonic() - started, 1))
+            waited = round(time.monotonic() - started, 1)
         record = dict(info or holder_info(token or new_token()))
         _write_holder(fd, record, path)
-        return Held(path, fd, record)
+        return Held(path, fd, record, waited_s=waited)
     except BaseException:
         os.close(fd)
         raise
@@ -303,7 +306,6 @@ def acquire_detached(path: str, wait_s: float, expire_s: float, info: dict,
     Returns the holder record (its pid is the holder's) with waited_s. The caller gives it back with
     release_detached(path, record["token"]).
     """
-    started = time.monotonic()
     held = acquire(path, wait_s, dict(info), token="")
     try:
         heartbeat = heartbeat_path(path)
@@ -317,7 +319,7 @@ def acquire_detached(path: str, wait_s: float, expire_s: float, info: dict,
             raise
     finally:
         held.release()  # the holder keeps its own descriptor of the same open file, and with it the flock
-    return dict(record, waited_s=round(time.monotonic() - started, 1))
+    return dict(record, waited_s=held.waited_s)
 
 
 def _spawn_holder(fd: int, expire_s: float, heartbeat: str, grace_s: float) -> int:
