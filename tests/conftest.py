@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.lanes import lane_lock
-from tests.sshfleet import SshFleet
+from tests.sshfleet import VLLM_TEST_ENV, SshFleet
+
+# The vLLM servers the tests start here get what the SSH test hosts' sessions get (tests/sshfleet.py says why).
+for _name, _value in VLLM_TEST_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
 # THP's global values: what restore_kernel_tunables records and puts back.

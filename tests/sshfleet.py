@@ -23,6 +23,12 @@ SSHD = "/usr/sbin/sshd"
 OPERATOR_USER = "preflight-op"
 OPERATOR_SUDOERS = Path("/etc/sudoers.d/preflight-test-operator")
 REPO = Path(__file__).resolve().parent.parent
+# Every vLLM the tests start runs on this VM's CPU, where vLLM puts its model worker in a third process (API
+# server, engine core, worker), each importing vllm and torch: about 9 of a start's 40 CPU-s. With this setting the
+# worker runs inside the engine core, the shape vLLM has on one GPU; the probes start, measure and stop the same
+# process group either way. The test hosts' SSH sessions get it (SetEnv below), and tests/conftest.py puts it in
+# the environment of the tests that start vLLM here.
+VLLM_TEST_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -93,7 +99,8 @@ class SshFleet:
                         # shell. This VM's root .bashrc runs `pyenv init` with no early return for
                         # non-interactive shells (a stock one has it): 130 ms CPU per task, a third of a
                         # module's cost. SHLVL=1 makes the test hosts behave like a node with a stock .bashrc.
-                        "SetEnv SHLVL=1",
+                        # VLLM_TEST_ENV (above): the vLLM of a probe started over SSH runs in two processes.
+                        "SetEnv SHLVL=1 " + " ".join(f"{k}={v}" for k, v in VLLM_TEST_ENV.items()),
                         # The unprivileged operator login (operator_user()): sshd reads authorized keys as
                         # that user, who cannot read the test's workdir, so its key sits in its own home.
                         f"Match User {OPERATOR_USER}",

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import THP_UNIT as UNIT
 from tests.conftest import THP_UNIT_LINK as UNIT_LINK
@@ -200,79 +201,51 @@ def test_check_mode_reports_the_change_and_leaves_sysfs_byte_identical(thp_run, 
     assert run.recap["node1"]["changed"] > 0
 
 
-@pytest.mark.parametrize(
-    ("thp_vars", "message"),
-    [
-        ({"thp_enabled": "sometimes"}, "value of thp_enabled must be one of: always, madvise, never, got: sometimes"),
-        (
-            {"thp_defrag": "compact"},
-            "value of thp_defrag must be one of: always, defer, defer+madvise, madvise, never, got: compact",
-        ),
-        ({"thp_khugepaged_defrag": 2}, "value of thp_khugepaged_defrag must be one of: 0, 1, got: 2"),
-        (
-            {"thp_khugepaged_defrag": True},
-            "THP variables rejected, nothing was changed: thp_khugepaged_defrag: 'True' is a YAML boolean, not a "
-            "number; allowed: 0, 1",
-        ),
-        (
-            {"thp_persist": ["systemd", "grub"]},
-            "value of thp_persist must be one or more of: systemd, kernel_cmdline, tuned, auto. Got no match for: grub",
-        ),
-        (
-            {"thp_persist": "systemd"},
-            "THP variables rejected, nothing was changed: thp_persist: 'systemd' is not a list; write a list of "
-            "systemd, kernel_cmdline, tuned, auto, e.g. [systemd]",
-        ),
-        (
-            {"thp_state_dir": "var/lib/preflight"},
-            "THP variables rejected, nothing was changed: thp_state_dir: 'var/lib/preflight' is not an absolute path",
-        ),
-    ],
-    ids=[
-        "enabled-word",
-        "defrag-word",
-        "khugepaged-2",
-        "khugepaged-boolean",
-        "persist-method",
-        "persist-not-a-list",
-        "state-dir-relative",
-    ],
-)
-def test_invalid_value_is_rejected_with_its_message_before_anything_changes(thp_run, clean_thp, thp_vars, message):
-    before = set_thp("always", "defer", "0")
+# One kind of bad input per host, all in one run: each host's failure names its own variables, and nothing changes.
+BAD_INPUT = {
+    # Refused by the role's argument_specs, every bad value named in the one message.
+    "node1": {"thp_enabled": "sometimes", "thp_defrag": "compact", "thp_khugepaged_defrag": 2,
+              "thp_persist": ["systemd", "grub"]},
+    # Refused by the role's own check (what argument_specs cannot see), every variable in the one failure.
+    "node2": {"thp_khugepaged_defrag": True, "thp_persist": "kernel_cmdline", "thp_state_dir": "state"},
+}
+# YAML 1.1's `no`, as an operator writes it in host_vars: a boolean, not the word "never".
+NODE3_HOST_VARS = "thp_enabled: no\n"
 
-    run = thp_run(APPLY, **thp_vars)
+
+def test_bad_input_is_refused_per_host_naming_every_variable_before_anything_changes(ssh_fleet, clean_thp, tmp_path):
+    before = set_thp("always", "defer", "0")
+    inventory = ssh_fleet.inventory(tmp_path / "hosts.yml")
+    doc = yaml.safe_load(inventory.read_text())
+    hosts = doc["all"]["children"]["fleet"]["hosts"]
+    for name in ("node1", "node2", "node3"):
+        hosts[name].update({"thp_state_dir": str(tmp_path / "thp-state" / name), **BAD_INPUT.get(name, {})})
+    del hosts["dead1"]
+    inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "node3.yml").write_text(NODE3_HOST_VARS)
+
+    run = Run(run_playbook(APPLY, inventory, env=ansible_env(ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+                                                             ANSIBLE_CALLBACK_FORMAT_PRETTY="false")))
 
     assert run.proc.returncode == 2, run.output
-    assert message in run.failures["node1"], run.failures
-    assert snapshot() == before
-    assert not UNIT.exists() and not thp_run.state_file.exists()
-
-
-def test_every_invalid_variable_is_reported_in_one_failure(thp_run, clean_thp):
-    before = set_thp("always", "defer", "0")
-
-    run = thp_run(APPLY, thp_khugepaged_defrag=True, thp_persist="kernel_cmdline", thp_state_dir="state")
-
-    assert run.failures["node1"] == (
-        "node1: THP variables rejected, nothing was changed: "
+    assert sorted(run.failures) == ["node1", "node2", "node3"], run.output
+    for message in ("value of thp_enabled must be one of: always, madvise, never, got: sometimes",
+                    "value of thp_defrag must be one of: always, defer, defer+madvise, madvise, never, got: compact",
+                    "value of thp_khugepaged_defrag must be one of: 0, 1, got: 2",
+                    "value of thp_persist must be one or more of: systemd, kernel_cmdline, tuned, auto. "
+                    "Got no match for: grub"):
+        assert message in run.failures["node1"], run.failures["node1"]
+    assert run.failures["node2"] == (
+        "node2: THP variables rejected, nothing was changed: "
         "thp_khugepaged_defrag: 'True' is a YAML boolean, not a number; allowed: 0, 1; "
         "thp_persist: 'kernel_cmdline' is not a list; write a list of systemd, kernel_cmdline, tuned, auto, "
         "e.g. [systemd]; "
         "thp_state_dir: 'state' is not an absolute path"
     )
+    assert "value of thp_enabled must be one of: always, madvise, never, got: False" in run.failures["node3"]
     assert snapshot() == before
-
-
-def test_yaml_no_for_thp_enabled_is_a_boolean_and_is_rejected(thp_run, clean_thp, tmp_path):
-    before = set_thp("always", "defer", "0")
-    vars_file = tmp_path / "vars.yml"
-    vars_file.write_text("thp_enabled: no\n")
-
-    run = thp_run(APPLY, "-e", f"@{vars_file}")
-
-    assert "value of thp_enabled must be one of: always, madvise, never, got: False" in run.failures["node1"]
-    assert snapshot() == before
+    assert not UNIT.exists() and not (tmp_path / "thp-state").exists()
 
 
 def test_record_keeps_the_first_replaced_values_and_rollback_restores_exact_bytes(thp_run, clean_thp):
