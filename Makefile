@@ -31,22 +31,27 @@ lint: $(VENV)/.dev
 
 # Two lanes of pytest processes, one per core. The THP lane: the integration tests that tune this machine's THP
 # (every SSH test host is this one machine), one at a time, then the probe tests that write THP themselves
-# (marker `kernel`), then the unit tests (no SSH, no kernel writes: they go where they even out the lanes' wall
-# time). Beside it, one after the other: the probe tests (their own process: importing ansible's module_utils
-# patches sys.intern, which torch's compiler refuses) and the integration tests marked node_untouched or
-# thp_untouched (the jemalloc and hugepages role tests, on files of their own; the hugepage pools and the fake
-# update-grub under locks that the THP lane's tests which use them take too), with a fact cache of their own;
-# their output is printed when both lanes have finished.
+# (marker `kernel`). Beside it, one after the other: the probe tests (their own process: importing ansible's
+# module_utils patches sys.intern, which torch's compiler refuses) and the integration tests marked
+# node_untouched or thp_untouched (the jemalloc and hugepages role tests, on files of their own; the hugepage
+# pools and the fake update-grub under locks that the THP lane's tests which use them take too), with a fact
+# cache of their own. The unit tests (no SSH, no kernel writes; 7 CPU-s, most of their 30 s is the lock tests'
+# waiting on real processes) run at the start beside both lanes. The output of the unit tests and of the beside
+# lane is printed when both lanes have finished.
 BESIDE_LOG := .cache/pytest-beside.log
+UNIT_LOG := .cache/pytest-unit.log
 pytest: $(VENV)/.dev
 	@mkdir -p .cache; rc=0; \
 	{ $(VENV)/bin/pytest -q tests/probes -m "not kernel" $(PYTEST_ARGS) || fail=1; \
 	  ANSIBLE_CACHE_PLUGIN_CONNECTION=.cache/facts-beside \
 	    $(VENV)/bin/pytest -q tests/integration -m "node_untouched or thp_untouched" $(PYTEST_ARGS) || fail=1; \
 	  exit $${fail:-0}; } > $(BESIDE_LOG) 2>&1 & beside=$$!; \
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS) > $(UNIT_LOG) 2>&1 & unit=$$!; \
 	$(VENV)/bin/pytest -q tests/integration -m "not node_untouched and not thp_untouched" $(PYTEST_ARGS) || rc=1; \
 	$(VENV)/bin/pytest -q tests/probes -m kernel $(PYTEST_ARGS) || rc=1; \
-	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS) || rc=1; \
+	wait $$unit || rc=1; \
+	echo "--- run at the start, beside the tests above: tests/unit ($(UNIT_LOG)) ---"; \
+	cat $(UNIT_LOG); \
 	wait $$beside || rc=1; \
 	echo "--- run beside the tests above: tests/probes, tests/integration -m \"node_untouched or thp_untouched\" ($(BESIDE_LOG)) ---"; \
 	cat $(BESIDE_LOG); \

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 from datetime import UTC, datetime
+
+from ..core import files
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATEST = "latest"
-PROM_FILE = "preflight.prom"
+PROM_FILE = files.PROM_FILE
 # The run's own files beside the host files <stem>.json/.md/.html in a run directory.
 RUN_FILES = ("summary.json", "summary.md", "summary.html", PROM_FILE, "junit.xml")
 HOST_FILE_KINDS = ("json", "md", "html")
@@ -50,25 +51,8 @@ def check_run_id(run_id: str) -> str:
 
 
 def write_atomic(path: str, data: str | bytes, mode: int = REPORT_FILE_MODE) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over the target."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
+    """Write to a temp file in the same directory, fsync, then rename over the target (core/files.py)."""
+    files.write_atomic(path, data, mode)
 
 
 def point_symlink_atomic(link: str, target: str) -> None:
@@ -85,12 +69,5 @@ def point_symlink_atomic(link: str, target: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    files.fsync_dir(directory)
 
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
