@@ -14,8 +14,8 @@ DOCUMENTATION = r"""
 module: preflight_textfile
 short_description: Write a file for node_exporter's textfile collector, atomically, in one step
 description:
-  - Writes O(content) to O(dir)/O(name) as node_exporter's textfile collector asks: into a temporary file in the
-    same directory whose name does not end in C(.prom), so the collector skips it, then renamed over the target.
+  - Writes O(content) to O(dir)/O(name) as node_exporter's textfile collector asks, into a temporary file in the
+    same directory whose name does not end in C(.prom) (the collector skips it), then renamed over the target.
     The collector never reads half a file.
   - Creates O(dir) when it is missing (mode 0755); an existing directory keeps its owner and mode.
   - Unchanged content and mode change nothing. One call per node, where ansible.builtin.file and

@@ -15,8 +15,9 @@ description:
     An unknown option fails with its name and the options the probe allows.
   - The probe runs in its own process group; when it outlives O(timeout) the whole group is stopped
     (SIGTERM, then SIGKILL), a vLLM server it started included.
-  - Returns the probe's envelope as RV(result) and as the fact C(preflight_probe_results.<name>), so results of
-    several probes merge into one dictionary per host.
+  - Returns the probe's envelope as RV(result); the playbooks record it as C(preflight_probe_results.<name>), so
+    results of several probes merge into one dictionary per host. It is not returned as a fact, which the fact
+    cache would keep, with every envelope of the run, for every task of every later run to read again.
   - A probe that fails returns its exit status, the tail of its stderr and the command, with its envelope
     when it printed one.
   - In check mode the command is built and returned, and nothing runs.
@@ -30,7 +31,8 @@ options:
     choices: [load, generate, ttft, kv, batching, suite]
   name:
     description:
-      - The key of the result under C(preflight_probe_results). Defaults to O(probe).
+      - The result's name (the key the playbooks record it under in C(preflight_probe_results)). Defaults to
+        O(probe).
       - Lets one probe run twice in a plan (C(kv) at one length, C(kv_sweep) over several).
     type: str
   servers:
@@ -40,7 +42,7 @@ options:
         C({name, probe, options}); the members of one server share one start and measure it in turn, several
         servers (one per GPU) run side by side.
       - Each member's options, over O(options), are checked as when the probe runs alone. Each member's envelope
-        comes back under RV(members) and the fact C(preflight_probe_results.<member>); RV(ran) and RV(failures) say
+        comes back under RV(members), by member name; RV(ran) and RV(failures) say
         how each went. The task fails only when the run printed no result at all.
     type: list
     elements: list
@@ -202,16 +204,6 @@ skipped:
   returned: with O(probe=suite)
   type: list
   elements: dict
-ansible_facts:
-  description:
-    - C(preflight_probe_results) with one key, O(name), holding RV(result); with O(probe=suite), one key per member.
-  returned: success
-  type: dict
-  contains:
-    preflight_probe_results:
-      description: Probe name -> envelope.
-      type: dict
-      returned: success
 """
 
 import os  # noqa: E402
@@ -282,7 +274,6 @@ def _suite_exit(module, result: dict, run, members: list[str], name: str, shown:
     if not outcome["members"]:
         module.fail_json(msg=f"probes {', '.join(members)} on shared servers ({' '.join(shown)}): {common['msg']}",
                          **result)
-    result["ansible_facts"] = {"preflight_probe_results": outcome["members"]}
     module.exit_json(**result)
 
 
@@ -373,7 +364,6 @@ def run_module() -> None:
         if run.envelope is None and run.stdout.strip():
             result["stdout_tail"] = probe_runner.tail(run.stdout)
         module.fail_json(msg=msg, **result)
-    result["ansible_facts"] = {"preflight_probe_results": {name: run.envelope}}
     module.exit_json(**result)
 
 

@@ -5,6 +5,7 @@ does not import, and an audit that leaves the kernel's tunables byte-identical."
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -175,6 +176,16 @@ def test_bad_level_is_rejected_before_anything_changes(ssh_fleet, tmp_path, rest
     assert "Set THP" not in proc.stdout and "thp :" not in proc.stdout, "tuning ran after the plan was rejected"
 
 
+def cached_facts(host: str) -> dict:
+    """What the jsonfile fact cache (ansible.cfg, or the lane's ANSIBLE_CACHE_PLUGIN_CONNECTION) holds for host."""
+    directory = REPO / os.environ.get("ANSIBLE_CACHE_PLUGIN_CONNECTION", ".cache/facts")
+    (path,) = [p for p in directory.iterdir() if p.name == host or p.name.endswith(f"_{host}")]
+    doc = json.loads(path.read_text())
+    facts = json.loads(doc["__payload__"]) if "__payload__" in doc else doc
+    # ansible-core 2.19 stores a value with its origin: {"value": ..., "tags": [...], "__ansible_type": ...}.
+    return {k: v["value"] if isinstance(v, dict) and "__ansible_type" in v else v for k, v in facts.items()}
+
+
 @pytest.mark.slow
 def test_standard_bootstrap_on_one_host_runs_load_and_the_vllm_probes(ssh_fleet, tmp_path, restore_kernel_tunables):
     from probes import result as envelope
@@ -202,4 +213,7 @@ def test_standard_bootstrap_on_one_host_runs_load_and_the_vllm_probes(ssh_fleet,
     assert run["over_budget"] == (run["certify_s"] > float(run["budget_s"]))
     html = list((tmp_path / "reports").glob("*/node1.html"))
     assert html and "ttft" in html[0].read_text()
+    # The envelopes are this run's host variables, not facts: the fact cache, which every task of every later
+    # run reads again, keeps none of them.
+    assert cached_facts("node1").get("preflight_probe_results") == {}
     print(f"standard bootstrap of node1: {elapsed:.0f} s; phases {run['phases']}")
