@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.lanes import lane_lock
-from tests.sshfleet import VLLM_TEST_ENV, SshFleet
+from tests.sshfleet import TEST_PROCESS_ENV, SshFleet
 
-# The vLLM servers the tests start here get what the SSH test hosts' sessions get (tests/sshfleet.py says why).
-for _name, _value in VLLM_TEST_ENV.items():
+# The processes the tests start here get what the SSH test hosts' sessions get (tests/sshfleet.py says why).
+for _name, _value in TEST_PROCESS_ENV.items():
     os.environ.setdefault(_name, _value)
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")

@@ -23,12 +23,16 @@ SSHD = "/usr/sbin/sshd"
 OPERATOR_USER = "preflight-op"
 OPERATOR_SUDOERS = Path("/etc/sudoers.d/preflight-test-operator")
 REPO = Path(__file__).resolve().parent.parent
-# Every vLLM the tests start runs on this VM's CPU, where vLLM puts its model worker in a third process (API
-# server, engine core, worker), each importing vllm and torch: about 9 of a start's 40 CPU-s. With this setting the
-# worker runs inside the engine core, the shape vLLM has on one GPU; the probes start, measure and stop the same
-# process group either way. The test hosts' SSH sessions get it (SetEnv below), and tests/conftest.py puts it in
-# the environment of the tests that start vLLM here.
-VLLM_TEST_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# What the tests' processes get on this VM, whose 2 cores both lanes of make test share:
+# - VLLM_ENABLE_V1_MULTIPROCESSING=0: vLLM's CPU platform puts its model worker in a third process (API server,
+#   engine core, worker), each importing vllm and torch, about 9 of a start's 40 CPU-s; with this the worker runs
+#   inside the engine core, the shape vLLM has on one GPU. The probes start, measure and stop the same process
+#   group either way.
+# - OMP_NUM_THREADS=1: one torch thread per process (vLLM's worker had one, bound to a core). Two OpenMP threads
+#   spin while the other lane holds the second core: the ttft tests took 122 CPU-s with them, 80 with one, 108
+#   as vLLM started them before (one core kept busy beside them, as make test's other lane does).
+# The test hosts' SSH sessions get these (SetEnv below); tests/conftest.py puts them in the tests' own environment.
+TEST_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -99,8 +103,8 @@ class SshFleet:
                         # shell. This VM's root .bashrc runs `pyenv init` with no early return for
                         # non-interactive shells (a stock one has it): 130 ms CPU per task, a third of a
                         # module's cost. SHLVL=1 makes the test hosts behave like a node with a stock .bashrc.
-                        # VLLM_TEST_ENV (above): the vLLM of a probe started over SSH runs in two processes.
-                        "SetEnv SHLVL=1 " + " ".join(f"{k}={v}" for k, v in VLLM_TEST_ENV.items()),
+                        # TEST_PROCESS_ENV (above): what a probe started over SSH runs with.
+                        "SetEnv SHLVL=1 " + " ".join(f"{k}={v}" for k, v in TEST_PROCESS_ENV.items()),
                         # The unprivileged operator login (operator_user()): sshd reads authorized keys as
                         # that user, who cannot read the test's workdir, so its key sits in its own home.
                         f"Match User {OPERATOR_USER}",
