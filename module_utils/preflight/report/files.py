@@ -7,11 +7,11 @@ import re
 import secrets
 from datetime import UTC, datetime
 
-from ..core import files
+from ..core import files as core_files
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATEST = "latest"
-PROM_FILE = files.PROM_FILE
+PROM_FILE = core_files.PROM_FILE
 # The run's own files beside the host files <stem>.json/.md/.html in a run directory.
 RUN_FILES = ("summary.json", "summary.md", "summary.html", PROM_FILE, "junit.xml")
 HOST_FILE_KINDS = ("json", "md", "html")
@@ -52,7 +52,7 @@ def check_run_id(run_id: str) -> str:
 
 def write_atomic(path: str, data: str | bytes, mode: int = REPORT_FILE_MODE) -> None:
     """Write to a temp file in the same directory, fsync, then rename over the target (core/files.py)."""
-    files.write_atomic(path, data, mode)
+    core_files.write_atomic(path, data, mode)
 
 
 def point_symlink_atomic(link: str, target: str) -> None:
@@ -69,5 +69,5 @@ def point_symlink_atomic(link: str, target: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
-    files.fsync_dir(directory)
+    core_files.fsync_dir(directory)
 
