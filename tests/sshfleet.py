@@ -7,6 +7,7 @@ nothing listens.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -182,6 +183,24 @@ def ansible_env(**extra: str) -> dict[str, str]:
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env.update(extra)
     return env
+
+
+def run_module_here(module: str, args: dict, *flags: str) -> tuple[str, dict, str]:
+    """Run one module of the project on this machine with the real `ansible` (local connection); returns the
+    status word (SUCCESS, CHANGED, FAILED!), the result and the whole output."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", "-m", module, "-a", json.dumps(args), *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="default",
+                        ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_CALLBACK_FORMAT_PRETTY="false"),
+    )
+    output = proc.stdout + proc.stderr
+    for line in proc.stdout.splitlines():
+        if line.startswith("localhost | "):
+            status, _, payload = line[len("localhost | "):].partition(" => ")
+            return status.strip(), json.loads(payload), output
+    raise AssertionError(f"no result line in:\n{output}")
 
 
 def run_playbook(

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.sshfleet import REPO, ansible_env
+from tests.sshfleet import run_module_here
 
 pytestmark = pytest.mark.node_untouched
 
 
 def run_textfile(*flags: str, **args) -> tuple[str, dict, str]:
-    """Run the module once on localhost; returns (status word, result, whole output)."""
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-m", "preflight_textfile", "-a", json.dumps(args),
-         *flags],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env=ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="default",
-                        ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_CALLBACK_FORMAT_PRETTY="false"),
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("localhost | "):
-            status, _, payload = line[len("localhost | "):].partition(" => ")
-            return status.strip(), json.loads(payload), proc.stdout
-    raise AssertionError(f"no result line in:\n{proc.stdout}{proc.stderr}")
+    return run_module_here("preflight_textfile", args, *flags)
 
 
 def test_writes_through_a_rename_once_and_then_changes_nothing(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import tests.moduleutils  # noqa: F401  (ansible.module_utils.preflight, as the module imports it)
-from tests.sshfleet import REPO, ansible_env
+from tests.sshfleet import REPO, ansible_env, run_module_here
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
 ENABLED = THP / "enabled"
@@ -34,39 +34,7 @@ sysfs_tunable = _load_module()
 
 def run_tunable(*flags: str, **args) -> tuple[str, dict, str]:
     """Run the module once on localhost; returns (status word, result, whole output)."""
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-m",
-            "sysfs_tunable",
-            "-a",
-            json.dumps(args),
-            *flags,
-        ],
-        cwd=REPO,
-        env=ansible_env(
-            ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-            ANSIBLE_STDOUT_CALLBACK="default",
-            ANSIBLE_CALLBACK_RESULT_FORMAT="json",
-            ANSIBLE_CALLBACK_FORMAT_PRETTY="false",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    for line in proc.stdout.splitlines():
-        if line.startswith("localhost | "):
-            status, _, payload = line[len("localhost | ") :].partition(" => ")
-            return status.strip(), json.loads(payload), output
-    raise AssertionError(f"no result line in:\n{output}")
+    return run_module_here("sysfs_tunable", args, *flags)
 
 
 def selected(path: Path) -> str:
