@@ -7,7 +7,7 @@ import os
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.preflight.core.files import PROM_FILE, write_atomic
+from ansible.module_utils.preflight.core.files import PROM_FILE, PROM_FILE_MODE, write_atomic
 
 DOCUMENTATION = r"""
 ---
@@ -96,7 +96,7 @@ def main() -> None:
             "dir": {"type": "path", "required": True},
             "name": {"type": "str", "default": PROM_FILE},
             "content": {"type": "str", "required": True},
-            "mode": {"type": "str", "default": "0644"},
+            "mode": {"type": "str", "default": f"{PROM_FILE_MODE:04o}"},
         },
         supports_check_mode=True,
     )

@@ -9,6 +9,8 @@ import tempfile
 # The file of Preflight's metrics in a node's textfile directory (node_exporter reads *.prom there), and the
 # run's copy of every node's metrics in the report directory.
 PROM_FILE = "preflight.prom"
+# Numbers and labels only: readable by node_exporter's own user, on the node and in the report directory.
+PROM_FILE_MODE = 0o644
 
 
 def write_atomic(path: str, data: str | bytes, mode: int) -> None:

@@ -22,7 +22,7 @@ RESERVED_STEM_PREFIX = "host-"
 # The Prometheus textfile (numbers and labels only) stays world-readable for node_exporter's own user.
 REPORT_FILE_MODE = 0o640
 REPORT_DIR_MODE = 0o750
-PUBLIC_FILE_MODE = 0o644
+PUBLIC_FILE_MODE = core_files.PROM_FILE_MODE
 
 
 def host_file_stem(host: str) -> str:
