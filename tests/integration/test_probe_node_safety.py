@@ -135,6 +135,10 @@ def test_sigint_to_ansible_playbook_during_a_thp_arm_leaves_the_node_to_put_thp_
     inventory, extra = fleet_inventory(ssh_fleet, tmp_path, ["node1"], preflight_level="standard",
                                        probe_runtime_python=sys.executable, probe_runtime_dir=str(tmp_path / "opt"),
                                        probe_model="tiny", probe_plan=plan, preflight_lock_file=str(lock))
+    log = Path(progress.log_path("/var/log/preflight", f"load_thp_{arm}"))
+    # An earlier run's heartbeat of this probe would pass for this run's first wait: the arm is set before the
+    # probe's log is opened (which removes it), so the SIGINT could come before any wait armed the heartbeat.
+    Path(progress.heartbeat_path(str(log))).unlink(missing_ok=True)
     proc = subprocess.Popen([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inventory), *extra,
                              str(REPO / "playbooks/probe.yml")], cwd=REPO, env=ansible_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -142,7 +146,6 @@ def test_sigint_to_ansible_playbook_during_a_thp_arm_leaves_the_node_to_put_thp_
         wait_for(lambda: (mode() == arm and Path(thp_arm.MARKER).exists()) or proc.poll() is not None, 300,
                  "the THP arm set on the node")
         assert proc.poll() is None, proc.stdout.read()[-4000:]
-        log = Path(progress.log_path("/var/log/preflight", f"load_thp_{arm}"))
         # The controller's first wait can come a while after the arm when both cores are busy (make test's other
         # lane starting a vLLM server).
         wait_for(lambda: progress.heartbeat_age(str(log)) is not None, 300, "the first wait's heartbeat")
