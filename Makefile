@@ -43,7 +43,7 @@ lint: $(VENV)/.dev
 # waiting on real processes) run at the start beside both lanes. The output of the unit tests and of the beside
 # lane is printed when both lanes have finished.
 # Marked tests that run in the THP lane all the same, after its own, so that the two lanes end together (each
-# about 800 s on this VM: bench/suite_cpu.py).
+# about 730 s on this VM at 7214ebd: bench/suite_cpu.py).
 THP_LANE_TOO := tests/integration/test_jemalloc_rollback_edits.py tests/integration/test_hugepages_rollback_edits.py
 BESIDE_LOG := .cache/pytest-beside.log
 UNIT_LOG := .cache/pytest-unit.log
